@@ -21,6 +21,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
 from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits
 
 
@@ -86,7 +87,7 @@ class Committee:
         if not members:
             raise ValueError("a committee needs at least one member")
         self.members = list(members)
-        self._groups: list[tuple[list[int], object]] = []
+        self._groups: list[tuple[list[int], SymmetryFunctionCalculator]] = []
         for index, member in enumerate(self.members):
             for indices, _ in self._groups:
                 if member.shares_symmetry_functions_with(self.members[indices[0]]):
@@ -132,7 +133,7 @@ class Committee:
             first = self.members[indices[0]]
             length = first.units.angstrom_per_length
             with torch.no_grad():
-                descriptors = calculator.compute(  # type: ignore[attr-defined]
+                descriptors = calculator.compute(
                     atoms.positions / length,
                     numbers,
                     atoms.cell.array / length if atoms.pbc.any() else None,
@@ -166,7 +167,7 @@ class CommitteeCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012
 
     def __init__(self, committee: Committee, driver: int | None = None, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         if driver is not None and not 0 <= driver < len(committee):
             raise ValueError(f"driver {driver} is not a member index (0..{len(committee) - 1})")
         self.committee = committee

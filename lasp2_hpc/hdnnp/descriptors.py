@@ -242,7 +242,9 @@ class SymmetryFunctionCalculator:
                 )  # fmt: skip
 
         order = setup.order
-        slot_vector = torch.cat([d, torch.zeros((n_local, 3), dtype=self.dtype, device=self.device)])
+        slot_vector = torch.cat(
+            [d, torch.zeros((n_local, 3), dtype=self.dtype, device=self.device)]
+        )
         slot_centre = torch.cat([centre, torch.arange(n_local, device=self.device)])
         return ElementDescriptors(
             atoms=atoms,
@@ -274,7 +276,9 @@ class SymmetryFunctionCalculator:
         r_jk_all = torch.linalg.norm(d_jk_all, dim=1)
         for group in setup.angular:
             e1, e2 = group.neighbors
-            match = ((element_a == e1) & (element_b == e2)) | ((element_a == e2) & (element_b == e1))
+            match = ((element_a == e1) & (element_b == e2)) | (
+                (element_a == e2) & (element_b == e1)
+            )
             if group.sf_type == 3:
                 # The r_jk cutoff makes type-3 terms vanish beyond rc: skip those triplets.
                 match &= r_jk_all < float(group.rc.max())

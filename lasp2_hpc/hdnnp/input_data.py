@@ -39,7 +39,9 @@ def _floats(path: Path, line_number: int, keyword: str, tokens: list[str]) -> li
         return [float(t) for t in tokens]
     except ValueError:
         raise N2p2FormatError(
-            path, f"expected numbers, got {' '.join(tokens)!r}", line_number=line_number,
+            path,
+            f"expected numbers, got {' '.join(tokens)!r}",
+            line_number=line_number,
             keyword=keyword,
         ) from None
 
@@ -65,8 +67,11 @@ def parse_input_data(text: str, path: str | Path = "input.data") -> list[Atoms]:
         if keyword == "begin":
             if block is not None:
                 raise N2p2FormatError(
-                    path, f"'begin' inside the structure opened on line {block.start_line}",
-                    line_number=line_number, keyword=keyword, hint="add the missing 'end'",
+                    path,
+                    f"'begin' inside the structure opened on line {block.start_line}",
+                    line_number=line_number,
+                    keyword=keyword,
+                    hint="add the missing 'end'",
                 )
             block = _Block(line_number)
             continue
@@ -94,7 +99,9 @@ def parse_input_data(text: str, path: str | Path = "input.data") -> list[Atoms]:
                 )
             if tokens[4] not in atomic_numbers:
                 raise N2p2FormatError(
-                    path, f"'{tokens[4]}' is not an element", line_number=line_number,
+                    path,
+                    f"'{tokens[4]}' is not an element",
+                    line_number=line_number,
                     keyword=keyword,
                 )
             numbers = _floats(path, line_number, keyword, tokens[1:4] + tokens[5:10])
@@ -111,7 +118,8 @@ def parse_input_data(text: str, path: str | Path = "input.data") -> list[Atoms]:
             block = None
     if block is not None:
         raise N2p2FormatError(
-            path, f"structure opened on line {block.start_line} has no 'end'",
+            path,
+            f"structure opened on line {block.start_line} has no 'end'",
             hint="the file may be truncated",
         )
     return structures
@@ -122,8 +130,10 @@ def _to_atoms(path: Path, line_number: int, block: _Block) -> Atoms:
         raise N2p2FormatError(path, "structure without atoms", line_number=line_number)
     if block.lattice and len(block.lattice) != 3:
         raise N2p2FormatError(
-            path, f"structure has {len(block.lattice)} lattice lines, needs 3 or none",
-            line_number=line_number, keyword="lattice",
+            path,
+            f"structure has {len(block.lattice)} lattice lines, needs 3 or none",
+            line_number=line_number,
+            keyword="lattice",
         )
     periodic = bool(block.lattice)
     atoms = Atoms(
@@ -175,9 +185,7 @@ def format_input_data(structures: Iterable[Atoms]) -> str:
         ):
             out.append(
                 "atom {:22.14E} {:22.14E} {:22.14E} {:s} {:22.14E} {:22.14E} "
-                "{:22.14E} {:22.14E} {:22.14E}".format(
-                    *position, symbol, charge, 0.0, *force
-                )
+                "{:22.14E} {:22.14E} {:22.14E}".format(*position, symbol, charge, 0.0, *force)
             )
         out.append(f"energy {energy:22.14E}")
         out.append(f"charge {float(atoms.info.get('total_charge', 0.0)):22.14E}")

@@ -26,8 +26,13 @@ from lasp2_hpc.hdnnp.weights import read_weights, weights_file_name, write_weigh
 METADATA_FILE = "lasp2-model.json"
 
 LENGTH_UNITS = {"angstrom": 1.0, "bohr": ase_units.Bohr, "nm": 10.0}
-ENERGY_UNITS = {"ev": 1.0, "hartree": ase_units.Hartree, "rydberg": ase_units.Rydberg,
-                "kcal/mol": ase_units.kcal / ase_units.mol, "kj/mol": ase_units.kJ / ase_units.mol}  # fmt: skip
+ENERGY_UNITS = {
+    "ev": 1.0,
+    "hartree": ase_units.Hartree,
+    "rydberg": ase_units.Rydberg,
+    "kcal/mol": ase_units.kcal / ase_units.mol,
+    "kj/mol": ase_units.kJ / ase_units.mol,
+}
 
 
 class ModelUnitsError(ValueError):
@@ -78,7 +83,7 @@ def read_model_units(directory: Path) -> ModelUnits | None:
 
 
 class HdnnpModel:
-    """An n2p2-compatible potential: settings, symmetry-function scaling and per-element networks."""
+    """An n2p2-compatible potential: settings, symmetry-function scaling, per-element networks."""
 
     def __init__(
         self,
@@ -162,7 +167,7 @@ class HdnnpModel:
             )
             path = directory / weights_file_name(atomic_numbers[element])
             if not path.exists():
-                raise FileNotFoundError(f"{path} is missing: the model needs weights for {element}")
+                raise FileNotFoundError(f"{path} is missing: {element} needs a weights file")
             network.set_layers(read_weights(path, network.layer_sizes))
             networks[element] = network.to(device)
         return cls(settings, scaling, networks, chosen, dtype, device)
@@ -230,7 +235,8 @@ class HdnnpModel:
         With ``create_graph`` the gradients stay differentiable with respect to the weights,
         which training on forces needs.
         """
-        conversion = 1.0 / self.settings.conv_energy if self.settings.normalized else 1.0
+        conv_energy = self.settings.conv_energy
+        conversion = 1.0 / conv_energy if conv_energy is not None else 1.0
         total = torch.zeros((), dtype=self.dtype, device=self.device)
         inputs: list[torch.Tensor] = []
         for element, block in zip(self.settings.elements, descriptors.elements, strict=True):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -58,11 +60,15 @@ class ElementNetwork(torch.nn.Module):
         self.normalize_nodes = normalize_nodes
         self.layers = torch.nn.ModuleList(
             torch.nn.Linear(n_in, n_out, dtype=dtype)
-            for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)
+            for n_in, n_out in itertools.pairwise(layer_sizes)
         )
 
+    @property
+    def linear_layers(self) -> list[torch.nn.Linear]:
+        return [cast(torch.nn.Linear, layer) for layer in self.layers]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer, code in zip(self.layers, self.activations, strict=True):
+        for layer, code in zip(self.linear_layers, self.activations, strict=True):
             x = layer(x)
             if self.normalize_nodes:
                 x = x / layer.in_features
@@ -72,7 +78,7 @@ class ElementNetwork(torch.nn.Module):
     def initialise(self, generator: torch.Generator) -> None:
         """Nguyen–Widrow-like start: weights ~ U(±1/sqrt(n_in)), biases zero, from a seed."""
         with torch.no_grad():
-            for layer in self.layers:
+            for layer in self.linear_layers:
                 bound = 1.0 / np.sqrt(layer.in_features)
                 layer.weight.copy_(
                     (torch.rand(layer.weight.shape, generator=generator, dtype=torch.float64)
@@ -83,15 +89,14 @@ class ElementNetwork(torch.nn.Module):
     def get_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return [
             (layer.weight.detach().cpu().numpy().copy(), layer.bias.detach().cpu().numpy().copy())
-            for layer in self.layers
+            for layer in self.linear_layers
         ]
 
     def set_layers(self, layers: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
         with torch.no_grad():
-            for layer, (weight, bias) in zip(self.layers, layers, strict=True):
+            for layer, (weight, bias) in zip(self.linear_layers, layers, strict=True):
                 if tuple(weight.shape) != tuple(layer.weight.shape):
-                    raise ValueError(
-                        f"weight shape {weight.shape} does not fit layer {tuple(layer.weight.shape)}"
-                    )
-                layer.weight.copy_(torch.as_tensor(weight))
-                layer.bias.copy_(torch.as_tensor(bias))
+                    expected = tuple(layer.weight.shape)
+                    raise ValueError(f"weight shape {weight.shape} does not fit layer {expected}")
+                layer.weight.copy_(torch.as_tensor(np.asarray(weight)))
+                layer.bias.copy_(torch.as_tensor(np.asarray(bias)))

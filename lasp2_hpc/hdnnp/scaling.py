@@ -75,9 +75,7 @@ def parse_scaling_data(
             element_index, function_index = int(tokens[0]), int(tokens[1])
             numbers = [float(t) for t in tokens[2:6]]
         except ValueError:
-            raise N2p2FormatError(
-                path, f"not numbers: {line!r}", line_number=line_number
-            ) from None
+            raise N2p2FormatError(path, f"not numbers: {line!r}", line_number=line_number) from None
         rows.setdefault(element_index, {})[function_index] = numbers
     result: dict[str, ElementScaling] = {}
     for index, element in enumerate(settings.elements, start=1):
@@ -100,9 +98,7 @@ def read_scaling_data(path: str | Path, settings: NnpSettings) -> dict[str, Elem
     return parse_scaling_data(path.read_text(), settings, path)
 
 
-def format_scaling_data(
-    scaling: dict[str, ElementScaling], elements: Sequence[str]
-) -> str:
+def format_scaling_data(scaling: dict[str, ElementScaling], elements: Sequence[str]) -> str:
     lines = [
         "#" * 80,
         "# Symmetry function scaling data (written by lasp2_hpc in n2p2's format).",

@@ -199,9 +199,7 @@ def _parse_symmetry_function(
     path: Path, line_number: int, keyword: str, args: Sequence[str]
 ) -> SymmetryFunction:
     if len(args) < 2:
-        raise N2p2FormatError(
-            path, "too few arguments", line_number=line_number, keyword=keyword
-        )
+        raise N2p2FormatError(path, "too few arguments", line_number=line_number, keyword=keyword)
     element = args[0]
     _check_element(path, line_number, keyword, element)
     sf_type = _int(path, line_number, keyword, args[1])
@@ -331,8 +329,12 @@ def _build_settings(
     for element in elements:
         _check_element(path, line_of("elements") or 0, "elements", element)
     if "number_of_elements" in values:
-        declared = _int(path, line_of("number_of_elements") or 0, "number_of_elements",
-                        values["number_of_elements"][1][0])
+        declared = _int(
+            path,
+            line_of("number_of_elements") or 0,
+            "number_of_elements",
+            values["number_of_elements"][1][0],
+        )
         if declared != len(elements):
             raise N2p2FormatError(
                 path,

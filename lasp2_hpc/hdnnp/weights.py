@@ -7,6 +7,7 @@ followed by ``b``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,10 +22,12 @@ def weights_file_name(atomic_number: int) -> str:
 
 
 def parameter_count(layer_sizes: Sequence[int]) -> int:
-    return sum(n_in * n_out + n_out for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]))
+    return sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(layer_sizes))
 
 
-def read_weights(path: str | Path, layer_sizes: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_weights(
+    path: str | Path, layer_sizes: Sequence[int]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(W, b) per layer, W shaped (out, in), for a network with the given layer sizes."""
     path = Path(path)
     values: list[float] = []
@@ -49,7 +52,7 @@ def read_weights(path: str | Path, layer_sizes: Sequence[int]) -> list[tuple[np.
     flat = np.array(values)
     layers = []
     position = 0
-    for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:], strict=True):
+    for n_in, n_out in itertools.pairwise(layer_sizes):
         weight = flat[position : position + n_in * n_out].reshape(n_in, n_out).T.copy()
         position += n_in * n_out
         bias = flat[position : position + n_out].copy()

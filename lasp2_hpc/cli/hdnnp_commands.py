@@ -1,0 +1,86 @@
+"""``lasp2 hdnnp``: inspect and train n2p2-compatible potentials without writing Python."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from lasp2_hpc.hdnnp.committee import Committee
+from lasp2_hpc.hdnnp.input_data import read_input_data
+from lasp2_hpc.hdnnp.model import ModelUnits
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    hdnnp = commands.add_parser("hdnnp", help="the neural network potential engine")
+    sub = hdnnp.add_subparsers(dest="hdnnp_command", required=True)
+
+    predict = sub.add_parser(
+        "predict",
+        help="energies and forces of structures; with several models also σ per atom and γ",
+    )
+    predict.add_argument(
+        "models", nargs="+", type=Path,
+        help="model directories (n2p2 files) or committee directories; the last positional "
+        "argument is the structure file",
+    )  # fmt: skip
+    predict.add_argument("-o", "--output", type=Path, help="write results as extended XYZ")
+    predict.add_argument("--length-unit", help="length unit of a foreign model (angstrom, bohr)")
+    predict.add_argument("--energy-unit", help="energy unit of a foreign model (eV, hartree)")
+    predict.set_defaults(handler=run_predict)
+
+
+def read_structures(path: Path) -> list[Atoms]:
+    if not path.exists():
+        raise FileNotFoundError(f"structure file {path} does not exist")
+    if path.name.endswith("input.data") or path.suffix == ".data":
+        return read_input_data(path)
+    return list(ase.io.read(path, index=":"))
+
+
+def _units(arguments: argparse.Namespace) -> ModelUnits | None:
+    if arguments.length_unit is None and arguments.energy_unit is None:
+        return None
+    if arguments.length_unit is None or arguments.energy_unit is None:
+        raise ValueError("give both --length-unit and --energy-unit")
+    return ModelUnits(arguments.length_unit, arguments.energy_unit)
+
+
+def run_predict(arguments: argparse.Namespace) -> int:
+    if len(arguments.models) < 2:
+        raise ValueError("usage: lasp2 hdnnp predict MODEL_DIR [MODEL_DIR ...] STRUCTURES")
+    *model_paths, structure_path = arguments.models
+    committee = Committee.load(model_paths, units=_units(arguments))
+    structures = read_structures(structure_path)
+    results = []
+    out = sys.stdout
+    header = "index natoms energy_eV max_force_eV_per_A"
+    if len(committee) > 1:
+        header += " energy_std_eV gamma_eV_per_A"
+    print(f"# {len(committee)} model(s); {header}", file=out)
+    for index, atoms in enumerate(structures):
+        prediction = committee.predict(atoms)
+        line = (
+            f"{index} {len(atoms)} {prediction.energy:.8f} "
+            f"{np.linalg.norm(prediction.forces, axis=1).max():.6f}"
+        )
+        if len(committee) > 1:
+            line += f" {prediction.energy_std:.6f} {prediction.gamma:.6f}"
+        print(line, file=out)
+        result = atoms.copy()
+        result.calc = SinglePointCalculator(
+            result, energy=prediction.energy, forces=prediction.forces
+        )
+        if len(committee) > 1:
+            result.arrays["forces_std"] = prediction.forces_std
+            result.info["gamma"] = prediction.gamma
+            result.info["energy_std"] = prediction.energy_std
+        results.append(result)
+    if arguments.output is not None:
+        ase.io.write(arguments.output, results, format="extxyz")
+    return 0
