@@ -1,0 +1,1 @@
+"""Ready-made structures and data sets for examples, tests and benchmarks."""
