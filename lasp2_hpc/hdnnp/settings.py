@@ -18,7 +18,12 @@ from ase.data import atomic_numbers
 
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.hdnnp.errors import N2p2FormatError
-from lasp2_hpc.hdnnp.n2p2_keywords import KEYWORD_ALIASES, KNOWN_KEYWORDS, REPEATABLE_KEYWORDS
+from lasp2_hpc.hdnnp.n2p2_keywords import (
+    KEYWORD_ALIASES,
+    KNOWN_KEYWORDS,
+    REPEATABLE_KEYWORDS,
+    UNSUPPORTED_KEYWORDS,
+)
 
 SUPPORTED_SYMMETRY_FUNCTION_TYPES = (2, 3, 9)
 SUPPORTED_CUTOFF_TYPES = range(0, 9)
@@ -276,6 +281,17 @@ def parse_input_nn(text: str, path: str | Path = "input.nn") -> NnpSettings:
                 line_number=line_number,
                 keyword=keyword,
                 hint="check the spelling against n2p2's keyword list, or comment it out with #",
+            )
+        if keyword in UNSUPPORTED_KEYWORDS or (
+            keyword == "nnp_type" and args and args[0] not in ("2", "2G-HDNNP")
+        ):
+            raise N2p2FormatError(
+                path,
+                "n2p2 knows this keyword, but lasp2_hpc does not implement what it asks for "
+                "(per-element network shapes, 4G-HDNNP electrostatics)",
+                line_number=line_number,
+                keyword=keyword,
+                hint="use global_* network settings and a short-range (2G) potential",
             )
         if keyword == "symfunction_short":
             functions.append(_parse_symmetry_function(path, line_number, keyword, args))

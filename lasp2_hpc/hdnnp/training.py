@@ -208,7 +208,7 @@ def train_member(
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(structures))
-    n_validation = int(round(options.validation_fraction * len(structures)))
+    n_validation = round(options.validation_fraction * len(structures))
     n_validation = min(n_validation, len(structures) - 1)
     validation_ids, train_ids = order[:n_validation], order[n_validation:]
     batches = [
