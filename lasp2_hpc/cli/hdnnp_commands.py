@@ -14,6 +14,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.input_data import read_input_data
 from lasp2_hpc.hdnnp.model import ModelUnits
+from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.hdnnp.training import train_member
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -33,6 +35,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--length-unit", help="length unit of a foreign model (angstrom, bohr)")
     predict.add_argument("--energy-unit", help="energy unit of a foreign model (eV, hartree)")
     predict.set_defaults(handler=run_predict)
+
+    train = sub.add_parser("train", help="train one committee member on labelled structures")
+    train.add_argument("data", type=Path, help="labelled structures: input.data or extxyz")
+    train.add_argument("--config", type=Path, help="HDNNP settings YAML (defaults if omitted)")
+    train.add_argument("--seed", type=int, required=True, help="the member's random seed")
+    train.add_argument("-o", "--output", type=Path, required=True, help="model directory")
+    train.set_defaults(handler=run_train)
 
 
 def read_structures(path: Path) -> list[Atoms]:
@@ -83,4 +92,17 @@ def run_predict(arguments: argparse.Namespace) -> int:
         results.append(result)
     if arguments.output is not None:
         ase.io.write(arguments.output, results, format="extxyz")
+    return 0
+
+
+def run_train(arguments: argparse.Namespace) -> int:
+    setup = HdnnpSetup.from_file(arguments.config) if arguments.config else HdnnpSetup()
+    structures = read_structures(arguments.data)
+    _, metrics = train_member(structures, setup, seed=arguments.seed, output=arguments.output)
+    print(
+        f"trained {arguments.output}: {metrics.epochs} epochs, "
+        f"force RMSE {metrics.force_rmse_mev_per_angstrom_train:.1f} meV/Å (train), "
+        f"{metrics.force_rmse_mev_per_angstrom_validation or float('nan'):.1f} meV/Å "
+        f"(validation), {metrics.wall_time_s:.1f} s"
+    )
     return 0

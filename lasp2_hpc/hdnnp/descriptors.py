@@ -81,6 +81,12 @@ class _Group:
     def size(self) -> int:
         return int(self.eta.numel())
 
+    @property
+    def cutoff_radius(self) -> torch.Tensor:
+        # Usually every function of a group has the same rc: then the cutoff is evaluated once
+        # per pair or triplet instead of once per function.
+        return self.rc[:1] if bool((self.rc == self.rc[0]).all()) else self.rc
+
 
 @dataclass
 class _ElementSetup:
@@ -220,7 +226,7 @@ class SymmetryFunctionCalculator:
             if selected.numel() == 0:
                 continue
             rr = r[selected, None]
-            fc, dfc = cutoff_with_derivative(rr, group.rc, cutoff_type, alpha)
+            fc, dfc = cutoff_with_derivative(rr, group.cutoff_radius, cutoff_type, alpha)
             shifted = rr - group.rs
             gaussian = torch.exp(-group.eta * shifted * shifted)
             term = gaussian * fc
@@ -289,14 +295,16 @@ class SymmetryFunctionCalculator:
             d_ij, d_ik = d[a], d[b]
             r_ij, r_ik = r[a, None], r[b, None]
             cosine = (d_ij * d_ik).sum(dim=1, keepdim=True) / (r_ij * r_ik)
-            fc_ij, dfc_ij = cutoff_with_derivative(r_ij, group.rc, cutoff_type, alpha)
-            fc_ik, dfc_ik = cutoff_with_derivative(r_ik, group.rc, cutoff_type, alpha)
+            fc_ij, dfc_ij = cutoff_with_derivative(r_ij, group.cutoff_radius, cutoff_type, alpha)
+            fc_ik, dfc_ik = cutoff_with_derivative(r_ik, group.cutoff_radius, cutoff_type, alpha)
             s_ij, s_ik = r_ij - group.rs, r_ik - group.rs
             exponent = s_ij * s_ij + s_ik * s_ik
             radial = fc_ij * fc_ik
             if group.sf_type == 3:
                 r_jk = r_jk_all[selected, None]
-                fc_jk, dfc_jk = cutoff_with_derivative(r_jk, group.rc, cutoff_type, alpha)
+                fc_jk, dfc_jk = cutoff_with_derivative(
+                    r_jk, group.cutoff_radius, cutoff_type, alpha
+                )
                 s_jk = r_jk - group.rs
                 exponent = exponent + s_jk * s_jk
                 radial = radial * fc_jk

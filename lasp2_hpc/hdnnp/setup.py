@@ -61,7 +61,7 @@ class AngularSet:
 
 @dataclass
 class TrainingSettings:
-    epochs: int = 400
+    epochs: int = 150
     batch_size: int = 8
     learning_rate: float = 5e-3
     minimum_learning_rate: float = 1e-5
@@ -69,6 +69,7 @@ class TrainingSettings:
     force_weight: float = 1.0  # on (eV/Å)²
     validation_fraction: float = 0.1
     patience: int = 80
+    lbfgs_iterations: int = 600  # full-batch L-BFGS refinement after Adam (0: none)
     device: str = "auto"
 
     def __post_init__(self) -> None:
