@@ -15,7 +15,7 @@ _TANH_NORMALISATION = 1.0 / math.tanh(1.0) ** 3
 
 
 def cutoff_with_derivative(
-    r: torch.Tensor, rc: torch.Tensor, cutoff_type: int, alpha: float
+    r: torch.Tensor, rc: torch.Tensor | float, cutoff_type: int, alpha: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """f_c(r) and df_c/dr, broadcasting r against rc."""
     inside = r < rc

@@ -81,11 +81,19 @@ class _Group:
     def size(self) -> int:
         return int(self.eta.numel())
 
+    # Angular functions factorise into an angular part that depends on (lambda, zeta) and a
+    # radial part that depends on (eta, rs); each factor is computed once per distinct value
+    # pair and gathered, instead of once per function.
+    angular_key: torch.Tensor  # (S,) index into the distinct (lambda, zeta)
+    radial_key: torch.Tensor  # (S,) index into the distinct (eta, rs)
+    distinct_lambda: torch.Tensor
+    distinct_zeta: torch.Tensor
+    distinct_eta: torch.Tensor
+    distinct_rs: torch.Tensor
+
     @property
-    def cutoff_radius(self) -> torch.Tensor:
-        # Usually every function of a group has the same rc: then the cutoff is evaluated once
-        # per pair or triplet instead of once per function.
-        return self.rc[:1] if bool((self.rc == self.rc[0]).all()) else self.rc
+    def cutoff_radius(self) -> float:
+        return float(self.rc[0])
 
 
 @dataclass
@@ -123,18 +131,21 @@ class SymmetryFunctionCalculator:
 
     def _setup(self, element: str) -> _ElementSetup:
         functions = self.settings.sorted_symmetry_functions(element)
-        groups: dict[tuple[int, tuple[int, ...]], list[tuple[int, SymmetryFunction]]] = {}
+        groups: dict[tuple[int, tuple[int, ...], float], list[tuple[int, SymmetryFunction]]] = {}
         for column, sf in enumerate(functions):
-            key = (sf.sf_type, tuple(self.elements.index(e) for e in sf.neighbors))
+            # One cutoff radius per group, so the cutoff is evaluated once per pair or triplet.
+            key = (sf.sf_type, tuple(self.elements.index(e) for e in sf.neighbors), sf.rc)
             groups.setdefault(key, []).append((column, sf))
         radial: list[_Group] = []
         angular: list[_Group] = []
         internal_of_column = [0] * len(functions)
         start = 0
-        for (sf_type, neighbors), members in groups.items():
+        for (sf_type, neighbors, _), members in groups.items():
             for offset, (column, _) in enumerate(members):
                 internal_of_column[column] = start + offset
             sfs = [sf for _, sf in members]
+            angular_pairs = sorted({(sf.lambda_, sf.zeta) for sf in sfs})
+            radial_pairs = sorted({(sf.eta, sf.rs) for sf in sfs})
             group = _Group(
                 sf_type=sf_type,
                 neighbors=neighbors,
@@ -144,6 +155,16 @@ class SymmetryFunctionCalculator:
                 rc=self._tensor([sf.rc for sf in sfs]),
                 lambda_=self._tensor([sf.lambda_ for sf in sfs]),
                 zeta=self._tensor([sf.zeta for sf in sfs]),
+                angular_key=torch.tensor(
+                    [angular_pairs.index((sf.lambda_, sf.zeta)) for sf in sfs], device=self.device
+                ),
+                radial_key=torch.tensor(
+                    [radial_pairs.index((sf.eta, sf.rs)) for sf in sfs], device=self.device
+                ),
+                distinct_lambda=self._tensor([p[0] for p in angular_pairs]),
+                distinct_zeta=self._tensor([p[1] for p in angular_pairs]),
+                distinct_eta=self._tensor([p[0] for p in radial_pairs]),
+                distinct_rs=self._tensor([p[1] for p in radial_pairs]),
             )
             (radial if sf_type == 2 else angular).append(group)
             start += len(members)
@@ -218,7 +239,6 @@ class SymmetryFunctionCalculator:
             if gradients
             else None
         )
-        self_slot = n_pairs + centre  # slot index of each pair's centre atom
         cutoff_type, alpha = self.settings.cutoff_type, self.settings.cutoff_alpha
 
         for group in setup.radial:
@@ -235,18 +255,20 @@ class SymmetryFunctionCalculator:
                 dterm_dr = gaussian * (dfc - 2.0 * group.eta * shifted * fc)
                 unit = d[selected] / r[selected, None]
                 g = dterm_dr[:, :, None] * unit[:, None, :]
-                target = slot_gradient.narrow(1, group.start, group.size)
-                target.index_add_(0, selected, g)
-                target.index_add_(0, self_slot[selected], -g)
+                slot_gradient.narrow(1, group.start, group.size).index_add_(0, selected, g)
 
         if setup.angular and n_pairs > 1:
             pair_a, pair_b = _pairs_of_neighbors(centre, n_local)
             if pair_a.numel():
                 self._angular(
-                    setup, values, slot_gradient, centre, self_slot, neighbor_element, d, r,
+                    setup, values, slot_gradient, centre, neighbor_element, d, r,
                     pair_a, pair_b, cutoff_type, alpha,
                 )  # fmt: skip
 
+        if slot_gradient is not None:
+            # Each term depends only on differences of positions, so the derivative by the
+            # centre atom is minus the sum of those by its neighbours.
+            slot_gradient[n_pairs:].index_add_(0, centre, -slot_gradient[:n_pairs])
         order = setup.order
         slot_vector = torch.cat(
             [d, torch.zeros((n_local, 3), dtype=self.dtype, device=self.device)]
@@ -267,7 +289,6 @@ class SymmetryFunctionCalculator:
         values: torch.Tensor,
         slot_gradient: torch.Tensor | None,
         centre: torch.Tensor,
-        self_slot: torch.Tensor,
         neighbor_element: torch.Tensor,
         d: torch.Tensor,
         r: torch.Tensor,
@@ -280,6 +301,7 @@ class SymmetryFunctionCalculator:
         element_b = neighbor_element[pair_b]
         d_jk_all = d[pair_b] - d[pair_a]
         r_jk_all = torch.linalg.norm(d_jk_all, dim=1)
+        n_pairs = d.shape[0]
         for group in setup.angular:
             e1, e2 = group.neighbors
             match = ((element_a == e1) & (element_b == e2)) | (
@@ -287,7 +309,7 @@ class SymmetryFunctionCalculator:
             )
             if group.sf_type == 3:
                 # The r_jk cutoff makes type-3 terms vanish beyond rc: skip those triplets.
-                match &= r_jk_all < float(group.rc.max())
+                match &= r_jk_all < group.cutoff_radius
             selected = torch.nonzero(match).flatten()
             if selected.numel() == 0:
                 continue
@@ -295,64 +317,67 @@ class SymmetryFunctionCalculator:
             d_ij, d_ik = d[a], d[b]
             r_ij, r_ik = r[a, None], r[b, None]
             cosine = (d_ij * d_ik).sum(dim=1, keepdim=True) / (r_ij * r_ik)
-            fc_ij, dfc_ij = cutoff_with_derivative(r_ij, group.cutoff_radius, cutoff_type, alpha)
-            fc_ik, dfc_ik = cutoff_with_derivative(r_ik, group.cutoff_radius, cutoff_type, alpha)
-            s_ij, s_ik = r_ij - group.rs, r_ik - group.rs
+            rc = group.cutoff_radius
+            fc_ij, dfc_ij = cutoff_with_derivative(r_ij, rc, cutoff_type, alpha)
+            fc_ik, dfc_ik = cutoff_with_derivative(r_ik, rc, cutoff_type, alpha)
+            eta, rs = group.distinct_eta, group.distinct_rs
+            s_ij, s_ik = r_ij - rs, r_ik - rs  # (T, distinct eta/rs)
             exponent = s_ij * s_ij + s_ik * s_ik
-            radial = fc_ij * fc_ik
             if group.sf_type == 3:
                 r_jk = r_jk_all[selected, None]
-                fc_jk, dfc_jk = cutoff_with_derivative(
-                    r_jk, group.cutoff_radius, cutoff_type, alpha
-                )
-                s_jk = r_jk - group.rs
+                fc_jk, dfc_jk = cutoff_with_derivative(r_jk, rc, cutoff_type, alpha)
+                s_jk = r_jk - rs
                 exponent = exponent + s_jk * s_jk
-                radial = radial * fc_jk
-            gaussian = torch.exp(-group.eta * exponent)
-            base = 1.0 + group.lambda_ * cosine
+            else:
+                r_jk = torch.ones_like(r_ij)
+                fc_jk, dfc_jk = torch.ones_like(r_ij), torch.zeros_like(r_ij)
+                s_jk = torch.zeros_like(s_ij)
+            cutoffs = fc_ij * fc_ik * fc_jk
+            radial = torch.exp(-eta * exponent) * cutoffs  # (T, distinct eta/rs)
+
+            # Angular factor 2^(1−ζ)(1 + λ cos)^ζ and its derivative; zero where 1 + λ cos ≤ 0.
+            zeta = group.distinct_zeta
+            base = 1.0 + group.distinct_lambda * cosine  # (T, distinct lambda/zeta)
             positive = base > 0.0
             safe_base = torch.where(positive, base, torch.ones_like(base))
-            prefactor = 2.0 ** (1.0 - group.zeta)
-            angular_part = torch.where(
-                positive, prefactor * safe_base**group.zeta, torch.zeros_like(base)
-            )
-            term = angular_part * gaussian * radial
+            power = torch.where(positive, safe_base ** (zeta - 1.0), torch.zeros_like(base))
+            prefactor = 2.0 ** (1.0 - zeta)
+            angular = prefactor * power * safe_base
+            angular_by_angle = prefactor * zeta * group.distinct_lambda * power
+
+            angular_s = angular[:, group.angular_key]
+            term = angular_s * radial[:, group.radial_key]
             values.narrow(1, group.start, group.size).index_add_(0, centre[a], term)
             if slot_gradient is None:
                 continue
-            dangular_dcos = torch.where(
-                positive,
-                prefactor * group.zeta * group.lambda_ * safe_base ** (group.zeta - 1.0),
-                torch.zeros_like(base),
+            # Radial factor's derivatives by r_ij, r_ik, r_jk, each divided by that distance.
+            gaussian = torch.exp(-eta * exponent)
+            by_ij = gaussian * (dfc_ij * fc_ik * fc_jk - 2.0 * eta * s_ij * cutoffs) / r_ij
+            by_ik = gaussian * (fc_ij * dfc_ik * fc_jk - 2.0 * eta * s_ik * cutoffs) / r_ik
+            by_jk = gaussian * (fc_ij * fc_ik * dfc_jk - 2.0 * eta * s_jk * cutoffs) / r_jk
+            by_angle_s = angular_by_angle[:, group.angular_key]
+            key = group.radial_key
+            over_product = radial / (r_ij * r_ik)
+            # ∂term/∂d_ij = c_ij d_ij + c_mixed d_ik and ∂term/∂d_ik = c_mixed d_ij + c_ik d_ik,
+            # using d_jk = d_ik − d_ij and ∂cos/∂d_ij = d_ik/(r_ij r_ik) − cos d_ij/r_ij².
+            c_ij = (
+                angular_s * (by_ij + by_jk)[:, key]
+                - by_angle_s * (radial * cosine / (r_ij * r_ij))[:, key]
             )
-            g_exp = angular_part * gaussian
-            if group.sf_type == 3:
-                dterm_dij = g_exp * (dfc_ij * fc_ik * fc_jk - 2.0 * group.eta * s_ij * radial)
-                dterm_dik = g_exp * (fc_ij * dfc_ik * fc_jk - 2.0 * group.eta * s_ik * radial)
-                dterm_djk = g_exp * (fc_ij * fc_ik * dfc_jk - 2.0 * group.eta * s_jk * radial)
-                over_jk = dterm_djk / r_jk
-            else:
-                dterm_dij = g_exp * (dfc_ij * fc_ik - 2.0 * group.eta * s_ij * radial)
-                dterm_dik = g_exp * (fc_ij * dfc_ik - 2.0 * group.eta * s_ik * radial)
-                over_jk = torch.zeros_like(term)
-            dterm_dcos = dangular_dcos * gaussian * radial
-            inverse_product = dterm_dcos / (r_ij * r_ik)
-            # ∂term/∂d_ij and ∂term/∂d_ik written in the basis (d_ij, d_ik); d_jk = d_ik − d_ij.
-            coefficient_ij_ij = dterm_dij / r_ij - dterm_dcos * cosine / (r_ij * r_ij) + over_jk
-            coefficient_mixed = inverse_product - over_jk
-            coefficient_ik_ik = dterm_dik / r_ik - dterm_dcos * cosine / (r_ik * r_ik) + over_jk
-            g_ij = (
-                coefficient_ij_ij[:, :, None] * d_ij[:, None, :]
-                + coefficient_mixed[:, :, None] * d_ik[:, None, :]
+            c_ik = (
+                angular_s * (by_ik + by_jk)[:, key]
+                - by_angle_s * (radial * cosine / (r_ik * r_ik))[:, key]
             )
-            g_ik = (
-                coefficient_mixed[:, :, None] * d_ij[:, None, :]
-                + coefficient_ik_ik[:, :, None] * d_ik[:, None, :]
-            )
+            c_mixed = by_angle_s * over_product[:, key] - angular_s * by_jk[:, key]
+            # Parts along a pair's own vector are summed per pair first: one (pairs, S, 3)
+            # product instead of one per triplet.
+            own = torch.zeros((n_pairs, group.size), dtype=self.dtype, device=self.device)
+            own.index_add_(0, a, c_ij)
+            own.index_add_(0, b, c_ik)
             target = slot_gradient.narrow(1, group.start, group.size)
-            target.index_add_(0, a, g_ij)
-            target.index_add_(0, b, g_ik)
-            target.index_add_(0, self_slot[a], -(g_ij + g_ik))
+            target[:n_pairs] += own[:, :, None] * d[:, None, :]
+            target.index_add_(0, a, c_mixed[:, :, None] * d_ik[:, None, :])
+            target.index_add_(0, b, c_mixed[:, :, None] * d_ij[:, None, :])
 
 
 def _pairs_of_neighbors(centre: torch.Tensor, n_centres: int) -> tuple[torch.Tensor, torch.Tensor]:
