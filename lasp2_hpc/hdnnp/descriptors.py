@@ -95,6 +95,24 @@ class _Group:
     def cutoff_radius(self) -> float:
         return float(self.rc[0])
 
+    @property
+    def is_grid(self) -> bool:
+        n_radial, n_angular = self.distinct_eta.numel(), self.distinct_lambda.numel()
+        return (
+            self.size == n_radial * n_angular
+            and len(set(zip(self.radial_key.tolist(), self.angular_key.tolist(), strict=True)))
+            == self.size
+        )
+
+    def combine(self, radial: torch.Tensor, angular: torch.Tensor) -> torch.Tensor:
+        """Per-function product of a radial factor (T, distinct eta/rs) and an angular one."""
+        if self._grid:
+            return (radial[:, :, None] * angular[:, None, :]).reshape(radial.shape[0], self.size)
+        return radial[:, self.radial_key] * angular[:, self.angular_key]
+
+    def __post_init__(self) -> None:
+        self._grid = self.is_grid
+
 
 @dataclass
 class _ElementSetup:
@@ -141,11 +159,18 @@ class SymmetryFunctionCalculator:
         internal_of_column = [0] * len(functions)
         start = 0
         for (sf_type, neighbors, _), members in groups.items():
+            angular_pairs = sorted({(sf.lambda_, sf.zeta) for _, sf in members})
+            radial_pairs = sorted({(sf.eta, sf.rs) for _, sf in members})
+            # Internal order: (eta, rs) major, (lambda, zeta) minor, so that a complete grid of
+            # both is an outer product without gathers.
+            members = sorted(
+                members,
+                key=lambda m: (radial_pairs.index((m[1].eta, m[1].rs)),
+                               angular_pairs.index((m[1].lambda_, m[1].zeta))),
+            )  # fmt: skip
             for offset, (column, _) in enumerate(members):
                 internal_of_column[column] = start + offset
             sfs = [sf for _, sf in members]
-            angular_pairs = sorted({(sf.lambda_, sf.zeta) for sf in sfs})
-            radial_pairs = sorted({(sf.eta, sf.rs) for sf in sfs})
             group = _Group(
                 sf_type=sf_type,
                 neighbors=neighbors,
@@ -345,8 +370,7 @@ class SymmetryFunctionCalculator:
             angular = prefactor * power * safe_base
             angular_by_angle = prefactor * zeta * group.distinct_lambda * power
 
-            angular_s = angular[:, group.angular_key]
-            term = angular_s * radial[:, group.radial_key]
+            term = group.combine(radial, angular)
             values.narrow(1, group.start, group.size).index_add_(0, centre[a], term)
             if slot_gradient is None:
                 continue
@@ -355,29 +379,27 @@ class SymmetryFunctionCalculator:
             by_ij = gaussian * (dfc_ij * fc_ik * fc_jk - 2.0 * eta * s_ij * cutoffs) / r_ij
             by_ik = gaussian * (fc_ij * dfc_ik * fc_jk - 2.0 * eta * s_ik * cutoffs) / r_ik
             by_jk = gaussian * (fc_ij * fc_ik * dfc_jk - 2.0 * eta * s_jk * cutoffs) / r_jk
-            by_angle_s = angular_by_angle[:, group.angular_key]
-            key = group.radial_key
-            over_product = radial / (r_ij * r_ik)
             # ∂term/∂d_ij = c_ij d_ij + c_mixed d_ik and ∂term/∂d_ik = c_mixed d_ij + c_ik d_ik,
             # using d_jk = d_ik − d_ij and ∂cos/∂d_ij = d_ik/(r_ij r_ik) − cos d_ij/r_ij².
-            c_ij = (
-                angular_s * (by_ij + by_jk)[:, key]
-                - by_angle_s * (radial * cosine / (r_ij * r_ij))[:, key]
+            radial_cosine = radial * cosine
+            c_ij = group.combine(by_ij + by_jk, angular) - group.combine(
+                radial_cosine / (r_ij * r_ij), angular_by_angle
             )
-            c_ik = (
-                angular_s * (by_ik + by_jk)[:, key]
-                - by_angle_s * (radial * cosine / (r_ik * r_ik))[:, key]
+            c_ik = group.combine(by_ik + by_jk, angular) - group.combine(
+                radial_cosine / (r_ik * r_ik), angular_by_angle
             )
-            c_mixed = by_angle_s * over_product[:, key] - angular_s * by_jk[:, key]
+            c_mixed = group.combine(radial / (r_ij * r_ik), angular_by_angle) - group.combine(
+                by_jk, angular
+            )
             # Parts along a pair's own vector are summed per pair first: one (pairs, S, 3)
             # product instead of one per triplet.
             own = torch.zeros((n_pairs, group.size), dtype=self.dtype, device=self.device)
             own.index_add_(0, a, c_ij)
             own.index_add_(0, b, c_ik)
-            target = slot_gradient.narrow(1, group.start, group.size)
-            target[:n_pairs] += own[:, :, None] * d[:, None, :]
-            target.index_add_(0, a, c_mixed[:, :, None] * d_ik[:, None, :])
-            target.index_add_(0, b, c_mixed[:, :, None] * d_ij[:, None, :])
+            accumulated = own[:, :, None] * d[:, None, :]
+            accumulated.index_add_(0, a, c_mixed[:, :, None] * d_ik[:, None, :])
+            accumulated.index_add_(0, b, c_mixed[:, :, None] * d_ij[:, None, :])
+            slot_gradient.narrow(1, group.start, group.size)[:n_pairs] += accumulated
 
 
 def _pairs_of_neighbors(centre: torch.Tensor, n_centres: int) -> tuple[torch.Tensor, torch.Tensor]:
