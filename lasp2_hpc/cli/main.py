@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lasp2_hpc.cli import hdnnp_commands
+from lasp2_hpc.cli import campaign_commands, hdnnp_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     commands = parser.add_subparsers(dest="command", required=True)
+    campaign_commands.register(commands)
     hdnnp_commands.register(commands)
     return parser
 

@@ -1,0 +1,44 @@
+"""Parsl apps over the task functions, bound to the executors a site config routes each kind to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from lasp2_hpc.apps import tasks
+from lasp2_hpc.site.config import SiteConfig
+
+_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "train": tasks.train_member_task,
+    "md": tasks.md_segment_task,
+    "label": tasks.label_task,
+    "evaluate": tasks.evaluate_task,
+}
+
+
+# Parsl reserves the parameter names inputs, outputs, stdout, stderr, walltime: task functions take
+# their settings as ``spec``.
+class Apps:
+    """One Parsl ``python_app`` per task kind; ``submit`` returns the app's future."""
+
+    def __init__(self, site: SiteConfig) -> None:
+        from parsl import python_app
+
+        self.site = site
+        self._apps = {
+            kind: python_app(function, executors=[site.routing[kind]], cache=False)
+            for kind, function in _FUNCTIONS.items()
+        }
+
+    def executor_label(self, kind: str) -> str:
+        return self.site.routing[kind]
+
+    def submit(
+        self, kind: str, campaign_dir: str, task_dir: str, task_id: str, spec: dict[str, Any]
+    ) -> Future[dict[str, Any]]:
+        threads = self.site.executor(kind).threads_per_task
+        app = self._apps[kind]
+        if kind == "label":
+            return app(campaign_dir, task_dir, task_id, spec, threads)
+        return app(campaign_dir, task_dir, spec, threads)

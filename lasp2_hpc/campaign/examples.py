@@ -1,0 +1,114 @@
+"""Ready-made campaigns for ``lasp2 init DIR --example NAME``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from lasp2_hpc.atomic import atomic_write_text
+from lasp2_hpc.campaign.settings import CAMPAIGN_FILE
+from lasp2_hpc.examples.gold import fcc_bulk, slab_100
+
+AU_SURFACE_YAML = """\
+# Au: a committee trained on bulk fcc only meets a (100) surface.
+# The seed experiment of lasp2 at laptop scale: EMT stands in for DFT.
+elements: [Au]
+site: local                     # site_configs/local.yaml: Parsl HTEX on this machine
+mode: sequential                # MD stops on a trigger, label, retrain, resume (async: keep busy)
+initial_database: database/initial.extxyz   # 20 fcc snapshots from EMT MD, labelled by EMT
+
+committee:
+  size: 4                       # members; seeds 1..4 unless given
+  driver: 0                     # the member whose forces drive MD
+  hdnnp:
+    cutoff: 6.0
+    radial: {count: 12, r_min: 2.0, r_max: 5.8, eta: 2.0}
+    angular: {eta: [0.002, 0.02], zeta: [1, 4], lambdas: [-1, 1]}
+    hidden_nodes: [15, 15]
+    training:
+      epochs: 60
+      lbfgs_iterations: 150
+      patience: 40
+
+walkers:
+  - name: au100
+    structure: structures/au100.extxyz
+    temperature: 400            # K
+    timestep: 2.0               # fs
+    thermostat: {kind: langevin, friction: 0.02}
+    total_steps: 600
+    check_interval: 10          # γ is measured every 10 steps
+    segment_steps: 200          # steps per MD task; the ledger checkpoints between them
+    seed: 7
+
+gamma:
+  trigger: 0.25                 # eV/Å: stop MD and label the structure
+  upper: 3.0                    # eV/Å: above it the structure is unphysical; roll back
+
+labelling:
+  labels_per_retrain: 1
+  max_labels: 12
+  max_iterations: 12
+
+oracle:
+  engine: ase
+  calculator: emt
+
+convergence:
+  steps_without_trigger: 400    # a walker this long without a trigger is converged
+"""
+
+
+def _emt_md_snapshots(count: int, seed: int) -> list[Atoms]:
+    atoms = fcc_bulk()
+    rng = np.random.default_rng(seed)
+    atoms.calc = EMT()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=800, rng=rng)
+    dynamics = Langevin(
+        atoms, 2.0 * units.fs, temperature_K=600, friction=0.02 / units.fs, fixcm=False, rng=rng
+    )
+    snapshots = []
+    for _ in range(count):
+        dynamics.run(10)
+        frame = atoms.copy()
+        frame.calc = SinglePointCalculator(
+            frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
+        )
+        snapshots.append(frame)
+    return snapshots
+
+
+def _extxyz(frames: list[Atoms]) -> str:
+    buffer = io.StringIO()
+    ase.io.write(buffer, frames, format="extxyz")
+    return buffer.getvalue()
+
+
+def write_au_surface(directory: Path) -> None:
+    atomic_write_text(directory / CAMPAIGN_FILE, AU_SURFACE_YAML)
+    atomic_write_text(directory / "database" / "initial.extxyz", _extxyz(_emt_md_snapshots(20, 1)))
+    slab = slab_100()
+    slab.info.clear()  # builder metadata that extxyz cannot store
+    atomic_write_text(directory / "structures" / "au100.extxyz", _extxyz([slab]))
+
+
+EXAMPLES = {"au-surface": write_au_surface}
+
+
+def write_example(directory: str | Path, name: str) -> Path:
+    directory = Path(directory)
+    if name not in EXAMPLES:
+        raise ValueError(f"unknown example {name!r}; available: {', '.join(EXAMPLES)}")
+    if (directory / CAMPAIGN_FILE).exists():
+        raise FileExistsError(f"{directory / CAMPAIGN_FILE} exists; choose a new directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    EXAMPLES[name](directory)
+    return directory

@@ -1,0 +1,172 @@
+"""``lasp2 init | run | status | validate``: a campaign from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from lasp2_hpc.campaign.examples import EXAMPLES, write_example
+from lasp2_hpc.ledger.state import CampaignState
+from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, read_ledger_file
+
+EXIT_BUSY = 3
+EXIT_LEDGER = 4
+EXIT_INTERRUPTED = 130
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    init = commands.add_parser("init", help="write a ready-to-run campaign directory")
+    init.add_argument("directory", type=Path)
+    init.add_argument("--example", required=True, choices=sorted(EXAMPLES))
+    init.set_defaults(handler=run_init)
+
+    run = commands.add_parser("run", help="run a campaign in the foreground until it finishes")
+    run.add_argument("directory", type=Path)
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    run.set_defaults(handler=run_run)
+
+    status = commands.add_parser("status", help="a campaign's state, from its ledger only")
+    status.add_argument("directory", type=Path)
+    status.set_defaults(handler=run_status)
+
+    validate = commands.add_parser("validate", help="check campaign.yaml, site config, ledger")
+    validate.add_argument("directory", type=Path)
+    validate.set_defaults(handler=run_validate)
+
+
+def run_init(arguments: argparse.Namespace) -> int:
+    try:
+        directory = write_example(arguments.directory, arguments.example)
+    except FileExistsError as error:
+        print(f"lasp2: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote campaign {directory} ({arguments.example}); start it with: lasp2 run {directory}")
+    return 0
+
+
+def _progress_line(state: CampaignState, message: str, started: float) -> str:
+    elapsed = time.time() - started
+    flying = [t for t in state.tasks.values() if t.status in ("submitted", "running")]
+    kinds = ", ".join(
+        f"{sum(t.kind == k for t in flying)} {k}"
+        for k in ("train", "md", "label")
+        if any(t.kind == k for t in flying)
+    )
+    walkers = " ".join(
+        f"{w.name}:{w.status}@{w.steps_done}"
+        + (f"(γ {w.last_gamma:.3f})" if w.last_gamma is not None else "")
+        for w in state.walkers.values()
+    )
+    labels = len(state.labels())
+    return (
+        f"[{elapsed:7.1f}s] it {state.iteration} | labels {labels} | jobs {kinds or 'none'} | "
+        f"{walkers} | {message}"
+    )
+
+
+def run_run(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.campaign.runner import CampaignBusy, Interrupted, Runner, open_campaign
+
+    campaign = open_campaign(arguments.directory)
+    log_file = campaign.layout.log_file
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("lasp2_hpc").addHandler(handler)
+    logging.getLogger("lasp2_hpc").setLevel(logging.INFO)
+    started = time.time()
+
+    def progress(state: CampaignState, message: str) -> None:
+        if not arguments.quiet:
+            print(_progress_line(state, message, started), flush=True)
+
+    try:
+        reason = Runner(campaign, progress).run()
+    except CampaignBusy as error:
+        print(f"lasp2: {error}", file=sys.stderr)
+        return EXIT_BUSY
+    except LedgerError as error:
+        print(f"lasp2: error: {error}", file=sys.stderr)
+        return EXIT_LEDGER
+    except (KeyboardInterrupt, Interrupted):
+        print(
+            f"lasp2: stopped; resume with `lasp2 run {arguments.directory}`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(f"campaign finished: {reason}")
+    return 0
+
+
+def format_status(state: CampaignState) -> str:
+    lines = [
+        f"iteration {state.iteration}"
+        + (f", finished: {state.finish_reason}" if state.finished else ", running or resumable"),
+        f"database: {len(state.database)} structures ({len(state.labels())} labelled here)",
+        "",
+        "committees:",
+    ]
+    for committee in state.committees:
+        errors = [
+            m.metrics.get("force_rmse_mev_per_angstrom_validation")
+            for m in committee.members
+            if m.metrics
+        ]
+        shown = ", ".join(f"{e:.0f}" for e in errors if e is not None)
+        lines.append(
+            f"  v{committee.version:<3d} {committee.status:<9s} trained on "
+            f"{committee.training_set_size:4d}  validation force RMSE (meV/Å): {shown or '-'}"
+        )
+    lines += ["", "walkers:", "  name            status     steps  triggers  last γ (eV/Å)"]
+    for walker in state.walkers.values():
+        gamma = f"{walker.last_gamma:.3f}" if walker.last_gamma is not None else "-"
+        lines.append(
+            f"  {walker.name:<15s} {walker.status:<10s} {walker.steps_done:5d}  "
+            f"{walker.triggers:8d}  {gamma}"
+        )
+    counts: dict[tuple[str, str], int] = {}
+    for task in state.tasks.values():
+        counts[(task.kind, task.status)] = counts.get((task.kind, task.status), 0) + 1
+    lines += ["", "tasks:"]
+    for (kind, status), count in sorted(counts.items()):
+        lines.append(f"  {kind:<6s} {status:<10s} {count}")
+    candidates: dict[str, int] = {}
+    for candidate in state.candidates:
+        candidates[candidate.status] = candidates.get(candidate.status, 0) + 1
+    if candidates:
+        lines += ["", "candidates: " + ", ".join(f"{n} {s}" for s, n in sorted(candidates.items()))]
+    return "\n".join(lines)
+
+
+def run_status(arguments: argparse.Namespace) -> int:
+    # Reads the file without the lock: every ledger write is an atomic rename.
+    try:
+        state = read_ledger_file(Path(arguments.directory) / LEDGER_FILE)
+    except LedgerError as error:
+        print(f"lasp2: error: {error}", file=sys.stderr)
+        return EXIT_LEDGER
+    print(format_status(state))
+    return 0
+
+
+def run_validate(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.campaign.runner import open_campaign
+
+    campaign = open_campaign(arguments.directory)
+    ledger_path = campaign.layout.root / LEDGER_FILE
+    ledger_note = "no ledger yet"
+    if ledger_path.exists():
+        try:
+            state = read_ledger_file(ledger_path)
+        except LedgerError as error:
+            print(f"lasp2: error: {error}", file=sys.stderr)
+            return EXIT_LEDGER
+        ledger_note = f"ledger at iteration {state.iteration}"
+    print(
+        f"{campaign.layout.root}: campaign.yaml valid, site {campaign.site.name} "
+        f"({campaign.site_path}), {ledger_note}"
+    )
+    return 0

@@ -1,0 +1,69 @@
+"""The small interfaces every engine implements: a trainer, an MD engine, an oracle.
+
+The loop knows engines only by these interfaces and by the names in ``engines.registry``; the
+embedded engines (in-house HDNNP trainer, ASE MD, ASE calculators) and the production ones (n2p2,
+LAMMPS, VASP, CP2K) are interchangeable behind them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ase import Atoms
+
+
+class OracleRejected(RuntimeError):
+    """The oracle ran but its answer must not enter the database (NaN, SCF not converged...)."""
+
+
+class Trainer(Protocol):
+    def train(
+        self, structures: Sequence[Atoms], settings: dict[str, Any], seed: int, output: Path
+    ) -> dict[str, Any]:
+        """Train one member on labelled ``structures``, write it to ``output``; return metrics."""
+        ...
+
+
+@dataclass
+class SegmentSpec:
+    steps: int
+    first_step: int
+    temperature: float  # K
+    timestep: float  # fs
+    thermostat: dict[str, Any]
+    check_interval: int
+    trigger: float  # eV/Å
+    upper: float | None
+    gamma_variant: str
+    seed: int
+    driver: int = 0
+
+
+@dataclass
+class SegmentResult:
+    outcome: str  # triggered | completed | exploded
+    accepted: Atoms  # the last frame below the trigger, with momenta: the walker resumes here
+    accepted_step: int
+    trigger_frame: Atoms | None = None
+    trigger_step: int | None = None
+    trigger_gamma: float | None = None
+    gamma_trace: list[tuple[int, float]] = field(default_factory=list)
+    frames: list[Atoms] = field(default_factory=list)  # accepted frames at each check
+
+
+class MolecularDynamics(Protocol):
+    def run_segment(self, atoms: Atoms, committee_dir: Path, spec: SegmentSpec) -> SegmentResult:
+        """Run NVT MD from ``atoms`` checking γ every ``spec.check_interval`` steps."""
+        ...
+
+
+class Oracle(Protocol):
+    def label(self, atoms: Atoms, work_dir: Path) -> Atoms:
+        """A copy of ``atoms`` carrying reference energy, forces (and stress) as fixed labels.
+
+        Raises ``OracleRejected`` when the answer must not be used.
+        """
+        ...

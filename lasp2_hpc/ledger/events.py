@@ -1,0 +1,117 @@
+"""Events that move the campaign's state machine, one per thing that happened.
+
+Each event is a dataclass; its ``kind`` names it in the ``events.jsonl`` journal. Events carry every
+value the transition needs (limits from the settings included), so the transition stays a pure
+function of (state, event).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from lasp2_hpc.ledger.state import DatabaseEntry, TaskRecord, WalkerRecord
+
+SegmentOutcome = Literal["triggered", "completed", "exploded"]
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+    time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclass
+class CampaignStarted(Event):
+    kind: ClassVar[str] = "campaign_started"
+    walkers: list[WalkerRecord] = field(default_factory=list)
+    database: list[DatabaseEntry] = field(default_factory=list)
+
+
+@dataclass
+class WalkerAdded(Event):
+    """A walker named in campaign.yaml after the campaign started."""
+
+    kind: ClassVar[str] = "walker_added"
+    walker: WalkerRecord = field(default_factory=lambda: WalkerRecord("", ""))
+
+
+@dataclass
+class TaskSubmitted(Event):
+    kind: ClassVar[str] = "task_submitted"
+    task: TaskRecord = field(default_factory=lambda: TaskRecord("", "train", "", {}, ""))
+
+
+@dataclass
+class TaskFailed(Event):
+    kind: ClassVar[str] = "task_failed"
+    task_id: str = ""
+    error: str = ""
+    final: bool = False  # no attempts left
+
+
+@dataclass
+class MemberTrained(Event):
+    kind: ClassVar[str] = "member_trained"
+    task_id: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SegmentFinished(Event):
+    kind: ClassVar[str] = "segment_finished"
+    task_id: str = ""
+    walker: str = ""
+    outcome: SegmentOutcome = "completed"
+    steps_advanced: int = 0
+    checkpoint: str = ""
+    last_gamma: float | None = None
+    # the structure that crossed the trigger: hash, path, step, gamma (only when triggered)
+    trigger: dict[str, Any] | None = None
+    duplicate_of: str | None = None  # found by the head from structures (RMSD)
+    total_steps: int = 0
+    converge_after: int = 0
+    dedup_steps: int = 0
+    max_rollbacks: int = 5
+
+
+@dataclass
+class LabelFinished(Event):
+    kind: ClassVar[str] = "label_finished"
+    task_id: str = ""
+    candidate_id: str = ""
+    entry: DatabaseEntry = field(default_factory=lambda: DatabaseEntry("", {}))
+
+
+@dataclass
+class LabelRejected(Event):
+    kind: ClassVar[str] = "label_rejected"
+    task_id: str = ""
+    candidate_id: str = ""
+    reason: str = ""
+
+
+@dataclass
+class CampaignFinished(Event):
+    kind: ClassVar[str] = "campaign_finished"
+    reason: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        CampaignStarted,
+        WalkerAdded,
+        TaskSubmitted,
+        TaskFailed,
+        MemberTrained,
+        SegmentFinished,
+        LabelFinished,
+        LabelRejected,
+        CampaignFinished,
+    )
+}

@@ -1,0 +1,158 @@
+"""The records of the active-learning state machine, as kept in ``ledger.json``.
+
+Everything the head process knows lives here, so that a killed head can resume from the file alone.
+Records are plain dataclasses with JSON round trips; paths are relative to the campaign directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+TaskKind = Literal["train", "md", "label", "evaluate"]
+TaskStatus = Literal["pending", "submitted", "running", "done", "failed"]
+WalkerStatus = Literal["ready", "running", "waiting", "converged", "finished", "failed"]
+CandidateStatus = Literal["pending", "labelling", "labelled", "duplicate", "rejected"]
+CommitteeStatus = Literal["training", "ready", "failed"]
+
+# Statuses after which a task is not run again.
+FINAL_TASK_STATUSES = ("done", "failed")
+ACTIVE_WALKER_STATUSES = ("ready", "running", "waiting")
+
+
+def inputs_hash(inputs: dict[str, Any]) -> str:
+    """Identity of a task: its inputs only, so a changed queue or walltime never re-runs work."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class TaskRecord:
+    id: str
+    kind: TaskKind
+    inputs_hash: str
+    inputs: dict[str, Any]
+    work_dir: str
+    status: TaskStatus = "pending"
+    attempts: int = 0  # submissions, including resubmissions after the head restarted
+    failures: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+    executor: str = ""
+    job_id: str | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class MemberRecord:
+    index: int
+    seed: int
+    path: str
+    task_id: str
+    metrics: dict[str, Any] | None = None
+
+
+@dataclass
+class CommitteeRecord:
+    version: int
+    status: CommitteeStatus
+    training_set_size: int  # the first n database entries of the ledger
+    members: list[MemberRecord] = field(default_factory=list)
+
+
+@dataclass
+class WalkerRecord:
+    name: str
+    checkpoint: str
+    status: WalkerStatus = "ready"
+    steps_done: int = 0
+    steps_since_trigger: int = 0
+    segments: int = 0
+    waiting_for_version: int | None = None  # a triggered walker resumes with a newer committee
+    consecutive_rollbacks: int = 0
+    last_gamma: float | None = None
+    triggers: int = 0
+
+
+@dataclass
+class CandidateRecord:
+    id: str  # content hash of the structure
+    walker: str
+    step: int
+    gamma: float
+    committee_version: int
+    structure: str
+    status: CandidateStatus = "pending"
+    task_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class DatabaseEntry:
+    hash: str
+    provenance: dict[str, Any]
+
+
+@dataclass
+class CampaignState:
+    schema_version: int = SCHEMA_VERSION
+    iteration: int = 0
+    finished: bool = False
+    finish_reason: str | None = None
+    committees: list[CommitteeRecord] = field(default_factory=list)
+    walkers: dict[str, WalkerRecord] = field(default_factory=dict)
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    candidates: list[CandidateRecord] = field(default_factory=list)
+    database: list[DatabaseEntry] = field(default_factory=list)
+
+    def latest_ready_committee(self) -> CommitteeRecord | None:
+        ready = [c for c in self.committees if c.status == "ready"]
+        return ready[-1] if ready else None
+
+    def training_committee(self) -> CommitteeRecord | None:
+        training = [c for c in self.committees if c.status == "training"]
+        return training[-1] if training else None
+
+    def candidate(self, candidate_id: str) -> CandidateRecord:
+        for candidate in self.candidates:
+            if candidate.id == candidate_id:
+                return candidate
+        raise KeyError(f"no candidate {candidate_id}")
+
+    def labels(self) -> list[DatabaseEntry]:
+        return [e for e in self.database if e.provenance.get("source") == "oracle"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CampaignState:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"ledger schema version {version!r}; this lasp2_hpc reads version {SCHEMA_VERSION}"
+            )
+        committees = [
+            CommitteeRecord(
+                **{k: v for k, v in c.items() if k != "members"},
+                members=[MemberRecord(**m) for m in c["members"]],
+            )
+            for c in data["committees"]
+        ]
+        return cls(
+            schema_version=version,
+            iteration=data["iteration"],
+            finished=data["finished"],
+            finish_reason=data["finish_reason"],
+            committees=committees,
+            walkers={k: WalkerRecord(**v) for k, v in data["walkers"].items()},
+            tasks={k: TaskRecord(**v) for k, v in data["tasks"].items()},
+            candidates=[CandidateRecord(**c) for c in data["candidates"]],
+            database=[DatabaseEntry(**e) for e in data["database"]],
+        )
