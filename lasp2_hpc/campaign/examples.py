@@ -11,10 +11,10 @@ from ase import Atoms, units
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.campaign.settings import CAMPAIGN_FILE
+from lasp2_hpc.engines.base import thermalize
 from lasp2_hpc.examples.gold import fcc_bulk, slab_100
 
 AU_SURFACE_YAML = """\
@@ -71,7 +71,7 @@ def _emt_md_snapshots(count: int, seed: int) -> list[Atoms]:
     atoms = fcc_bulk()
     rng = np.random.default_rng(seed)
     atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=800, rng=rng)
+    thermalize(atoms, 800, rng)
     dynamics = Langevin(
         atoms, 2.0 * units.fs, temperature_K=600, friction=0.02 / units.fs, fixcm=False, rng=rng
     )

@@ -23,7 +23,7 @@ from typing import Any
 import ase.io
 import numpy as np
 from ase import Atoms
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary
 from filelock import FileLock, Timeout
 
 from lasp2_hpc.apps.tasks import TRAINING_SET_FILE
@@ -31,6 +31,7 @@ from lasp2_hpc.atomic import atomic_write_bytes, atomic_write_text
 from lasp2_hpc.campaign.layout import CampaignLayout
 from lasp2_hpc.campaign.settings import CampaignSettings, WalkerSettings, load_campaign_settings
 from lasp2_hpc.database.store import HASH_KEY, StructureDatabase
+from lasp2_hpc.engines.base import thermalize
 from lasp2_hpc.ledger.events import (
     CampaignFinished,
     CampaignStarted,
@@ -142,9 +143,10 @@ def _start_structure(campaign: Campaign, walker: WalkerSettings) -> Atoms:
             raise ValueError(message) from None
         atoms = read[-1] if isinstance(read, list) else read
     atoms.calc = None
+    atoms.info = {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float, bool))}
     if not atoms.has("momenta") or not np.any(atoms.get_momenta()):
         rng = np.random.default_rng(walker.seed)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=walker.temperature, rng=rng)
+        thermalize(atoms, walker.temperature, rng)
         Stationary(atoms)
     return atoms
 
@@ -253,18 +255,19 @@ class Runner:
 
     def _kill_leftovers(self) -> None:
         """Parsl processes of a head that was killed on this host never report back: stop them."""
-        try:
+        info: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
             info = json.loads(self.layout.run_info.read_text())
-        except (OSError, ValueError):
-            return
         if info.get("host") != socket.gethostname():
-            return
+            info = {}  # process ids of another host mean nothing here
         for pid in info.get("interchange_pids", []):
             if _cmdline_contains(pid, "interchange"):
                 LOGGER.info("stopping the interchange %d left by a killed head", pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        for group in info.get("worker_groups", []):
+        groups = set(info.get("worker_groups", []))
+        groups |= _worker_pool_groups(str(self.layout.parsl_dir))
+        for group in groups:
             if _group_runs(group, "process_worker_pool"):
                 LOGGER.info("stopping the worker pool (group %d) left by a killed head", group)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -374,9 +377,9 @@ class Runner:
         except Exception as error:
             final = task.failures + 1 >= self.policy.max_attempts
             LOGGER.error("task %s failed (%s): %s", task_id, "final" if final else "retry", error)
-            self._record(
-                TaskFailed(time.time(), task_id, f"{type(error).__name__}: {error}", final)
-            )
+            message = f"{type(error).__name__}: {error}"
+            rollbacks = self.campaign.settings.convergence.max_rollbacks
+            self._record(TaskFailed(time.time(), task_id, message, final, rollbacks))
             return
         if task.kind == "train":
             self._record(MemberTrained(time.time(), task_id, result["metrics"]))
@@ -432,7 +435,8 @@ class Runner:
     def _label_event(self, task: TaskRecord, result: dict[str, Any]) -> Event:
         candidate = self.ledger.state.candidate(task.inputs["candidate"])
         if "rejected" in result:
-            return LabelRejected(time.time(), task.id, candidate.id, result["rejected"])
+            rollbacks = self.campaign.settings.convergence.max_rollbacks
+            return LabelRejected(time.time(), task.id, candidate.id, result["rejected"], rollbacks)
         labelled = ase.io.read(self.layout.root / result["structure"], format="extxyz")
         assert not isinstance(labelled, list)
         labelled.info[HASH_KEY] = candidate.id
@@ -470,6 +474,17 @@ def _cmdline_contains(pid: int, text: str) -> bool:
         return text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+
+
+def _worker_pool_groups(run_dir: str) -> set[int]:
+    """Process groups of Parsl worker pools logging under ``run_dir`` (their --logdir)."""
+    groups = set()
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        pid = int(status.parent.name)
+        if _cmdline_contains(pid, "process_worker_pool") and _cmdline_contains(pid, run_dir):
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(pid))
+    return groups
 
 
 def _group_runs(pgid: int, text: str) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from ase import Atoms
 
 
@@ -67,3 +68,13 @@ class Oracle(Protocol):
         Raises ``OracleRejected`` when the answer must not be used.
         """
         ...
+
+
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell–Boltzmann momenta (``thermalize_momenta`` from ASE 3.29 on, the old name before)."""
+    from ase.md import velocitydistribution
+
+    function = getattr(velocitydistribution, "thermalize_momenta", None)
+    if function is None:
+        function = velocitydistribution.MaxwellBoltzmannDistribution
+    function(atoms, temperature_K=temperature_K, rng=rng)

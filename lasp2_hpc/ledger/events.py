@@ -52,6 +52,7 @@ class TaskFailed(Event):
     task_id: str = ""
     error: str = ""
     final: bool = False  # no attempts left
+    max_rollbacks: int = 5
 
 
 @dataclass
@@ -93,6 +94,7 @@ class LabelRejected(Event):
     task_id: str = ""
     candidate_id: str = ""
     reason: str = ""
+    max_rollbacks: int = 5
 
 
 @dataclass

@@ -147,7 +147,9 @@ def _task_failed(state: CampaignState, event: TaskFailed) -> None:
     elif task.kind == "md":
         state.walkers[inputs["walker"]].status = "failed"
     elif task.kind == "label":
-        _reject_candidate(state, inputs["candidate"], f"oracle failed: {event.error}")
+        _reject_candidate(
+            state, inputs["candidate"], f"oracle failed: {event.error}", event.max_rollbacks
+        )
 
 
 def _member_trained(state: CampaignState, event: MemberTrained) -> None:
@@ -188,7 +190,6 @@ def _segment_finished(state: CampaignState, event: SegmentFinished) -> None:
         assert event.trigger is not None
         walker.steps_since_trigger = 0
         walker.triggers += 1
-        walker.consecutive_rollbacks = 0
         duplicate = event.duplicate_of or _duplicate_of(state, event, version)
         candidate = CandidateRecord(
             id=event.trigger["hash"],
@@ -265,6 +266,9 @@ def _label_finished(state: CampaignState, event: LabelFinished) -> None:
     task.result = {"hash": event.entry.hash}
     candidate = state.candidate(event.candidate_id)
     candidate.status = "labelled"
+    walker = state.walkers.get(candidate.walker)
+    if walker is not None:
+        walker.consecutive_rollbacks = 0
     if not any(e.hash == event.entry.hash for e in state.database):
         state.database.append(copy.deepcopy(event.entry))
 
@@ -274,10 +278,12 @@ def _label_rejected(state: CampaignState, event: LabelRejected) -> None:
     task.status = "done"
     task.updated = event.time
     task.result = {"rejected": event.reason}
-    _reject_candidate(state, event.candidate_id, event.reason)
+    _reject_candidate(state, event.candidate_id, event.reason, event.max_rollbacks)
 
 
-def _reject_candidate(state: CampaignState, candidate_id: str, reason: str) -> None:
+def _reject_candidate(
+    state: CampaignState, candidate_id: str, reason: str, max_rollbacks: int
+) -> None:
     candidate = state.candidate(candidate_id)
     candidate.status = "rejected"
     candidate.reason = reason
@@ -288,9 +294,10 @@ def _reject_candidate(state: CampaignState, candidate_id: str, reason: str) -> N
         if c.committee_version == candidate.committee_version
     )
     if walker is not None and walker.status == "waiting" and not still_pending:
-        walker.status = "ready"  # nothing will be learnt from it: resume with a fresh trajectory
+        # Nothing will be learnt from it: resume with a fresh trajectory, or give up on a walker
+        # whose every trigger is rejected.
         walker.waiting_for_version = None
-        walker.consecutive_rollbacks += 1
+        _roll_back(walker, max_rollbacks)
 
 
 def _campaign_finished(state: CampaignState, event: CampaignFinished) -> None:

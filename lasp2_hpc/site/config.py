@@ -121,6 +121,12 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
                 heartbeat_period=settings.heartbeat_period,
                 heartbeat_threshold=settings.heartbeat_threshold,
                 poll_period=10,
+                interchange_launch_cmd=[
+                    sys.executable,
+                    "-m",
+                    "lasp2_hpc.site.interchange_guard",
+                    str(os.getpid()),
+                ],
             )
         )
     return Config(

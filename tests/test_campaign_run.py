@@ -1,0 +1,212 @@
+"""The loop end to end: in-process with Parsl threads, and `lasp2 run` as a real HTEX process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lasp2_hpc.campaign.runner import Runner, open_campaign
+from lasp2_hpc.database.store import StructureDatabase
+from lasp2_hpc.ledger.store import read_journal, read_ledger_file
+
+from .campaigns import write_tiny_campaign
+
+THREADS_SITE = {
+    "name": "threads",
+    "executors": [{"label": "threads", "kind": "threads", "max_workers_per_node": 2}],
+}
+
+
+def _with_thread_site(directory: Path) -> None:
+    (directory / "site.yaml").write_text(yaml.safe_dump(THREADS_SITE))
+
+
+def lasp2(*arguments: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lasp2_hpc.cli.main", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def check_finished_campaign(directory: Path) -> None:
+    """The invariants a user relies on after any number of crashes."""
+    state = read_ledger_file(directory / "ledger.json")
+    assert state.finished, state.finish_reason
+    database = StructureDatabase(directory / "database" / "database.extxyz")
+    hashes = database.hashes()
+    assert len(hashes) == len(set(hashes)), "duplicate structure in the database"
+    assert hashes == [e.hash for e in state.database], "database file and ledger disagree"
+    labelled = [c for c in state.candidates if c.status == "labelled"]
+    assert {c.id for c in labelled} == {e.hash for e in state.labels()}, "missing label"
+    calls = Counter(
+        r["structure_hash"]
+        for r in read_journal(directory / "events.jsonl")
+        if r["kind"] == "oracle_call" and not r.get("rejected")
+    )
+    for entry in state.labels():
+        assert calls[entry.hash] == 1, f"oracle called {calls[entry.hash]} times for {entry.hash}"
+    assert set(calls) == {e.hash for e in state.labels()}
+    for entry in state.labels():
+        assert entry.provenance["walker"] and entry.provenance["oracle"] == "ase"
+        assert entry.provenance["gamma"] > 0
+    assert all(t.status == "done" for t in state.tasks.values())
+
+
+def test_loop_runs_with_parsl_threads(tmp_path: Path) -> None:
+    directory = write_tiny_campaign(tmp_path / "c", site="site.yaml")
+    _with_thread_site(directory)
+    messages: list[str] = []
+    reason = Runner(open_campaign(directory), lambda state, m: messages.append(m)).run()
+    state = read_ledger_file(directory / "ledger.json")
+    assert "label budget" in reason
+    assert len(state.labels()) == 3
+    # one committee per iteration, each trained on everything labelled before it
+    assert [c.training_set_size for c in state.committees] == [8, 9, 10, 11]
+    assert all(len(c.members) == 2 and c.status == "ready" for c in state.committees)
+    check_finished_campaign(directory)
+    # a finished campaign started again stays finished and submits nothing
+    before = (directory / "ledger.json").read_text()
+    assert Runner(open_campaign(directory)).run() == reason
+    assert (directory / "ledger.json").read_text() == before
+
+
+def test_nan_label_is_rejected_and_never_stored(tmp_path: Path) -> None:
+    directory = write_tiny_campaign(
+        tmp_path / "c",
+        site="site.yaml",
+        oracle={"calculator": "python:tests.campaigns:NanCalculator"},
+        convergence={"max_rollbacks": 1},
+    )
+    _with_thread_site(directory)
+    reason = Runner(open_campaign(directory)).run()
+    state = read_ledger_file(directory / "ledger.json")
+    assert len(state.database) == 8, "a NaN label entered the database"
+    rejected = [c for c in state.candidates if c.status == "rejected"]
+    assert rejected and all("non-finite" in (c.reason or "") for c in rejected)
+    assert state.walkers["slab"].status == "failed"
+    assert "slab failed" in reason
+
+
+def test_crashing_oracle_is_retried_then_given_up(tmp_path: Path) -> None:
+    directory = write_tiny_campaign(
+        tmp_path / "c",
+        site="site.yaml",
+        oracle={"calculator": "python:tests.campaigns:FailingCalculator"},
+        convergence={"max_rollbacks": 0},
+        max_attempts=2,
+    )
+    _with_thread_site(directory)
+    Runner(open_campaign(directory)).run()
+    state = read_ledger_file(directory / "ledger.json")
+    labels = [t for t in state.tasks.values() if t.kind == "label"]
+    assert labels and all(t.status == "failed" and t.failures == 2 for t in labels)
+    assert "the oracle crashed" in (labels[0].error or "")
+    assert len(state.database) == 8
+
+
+def test_second_run_is_refused_while_one_is_active(tmp_path: Path) -> None:
+    directory = write_tiny_campaign(tmp_path / "c")
+    first = lasp2("run", str(directory), "-q", start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not (directory / "run.json").exists():
+            assert first.poll() is None, first.communicate()
+            assert time.time() < deadline
+            time.sleep(0.1)
+        second = lasp2("run", str(directory))
+        _, error = second.communicate(timeout=60)
+        assert second.returncode == 3
+        assert "another `lasp2 run` is active" in error and str(first.pid) in error
+        status = lasp2("status", str(directory))
+        output, _ = status.communicate(timeout=60)
+        assert status.returncode == 0 and "slab" in output
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+
+def _parsl_processes_of(directory: Path) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "process_worker_pool" in text and str(directory) in text:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path) -> None:
+    directory = write_tiny_campaign(
+        tmp_path / "c",
+        labelling={"max_labels": 5},
+        walkers=[
+            {
+                "name": "slab",
+                "builder": "gold:100",
+                "temperature": 400.0,
+                "total_steps": 200,
+                "check_interval": 10,
+                "segment_steps": 40,
+                "seed": 3,
+            },
+            {
+                "name": "bulk",
+                "builder": "gold:bcc",
+                "temperature": 500.0,
+                "total_steps": 200,
+                "check_interval": 10,
+                "segment_steps": 40,
+                "seed": 4,
+            },
+        ],
+        mode="async",
+    )
+    rng = random.Random(20261124)
+    kills, returncode, runs = 0, None, 0
+    while True:
+        runs += 1
+        head = lasp2("run", str(directory), "-q", start_new_session=True)
+        if kills < 24:
+            try:
+                head.wait(timeout=rng.uniform(0.5, 6.0))
+            except subprocess.TimeoutExpired:
+                os.kill(head.pid, signal.SIGKILL)  # the head only, as a crash would
+                head.wait()
+                kills += 1
+                continue
+        _, error = head.communicate(timeout=600)
+        returncode = head.returncode
+        assert returncode == 0, error
+        if kills >= 20:
+            break
+        # finished before enough crashes: impossible with this seed, but say so if it happens
+        pytest.fail(f"campaign finished after only {kills} kills")
+    assert runs >= 21
+    check_finished_campaign(directory)
+    journal = read_journal(directory / "events.jsonl")
+    assert sum(r["kind"] == "campaign_finished" for r in journal) == 1
+    info = json.loads((directory / "ledger.json").read_text())
+    assert info["finished"]
+    # the kills hit work in flight: tasks were submitted again by a restarted head
+    state = read_ledger_file(directory / "ledger.json")
+    resubmitted = Counter(t.kind for t in state.tasks.values() if t.attempts > 1)
+    assert sum(resubmitted.values()) >= 3, resubmitted
+    print(f"{kills} kills, {runs} runs, resubmitted tasks by kind: {dict(resubmitted)}")
+    time.sleep(1)
+    assert _parsl_processes_of(directory) == [], "worker pools outlived their head"
