@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -19,7 +20,7 @@ from lasp2_hpc.campaign.runner import Runner, open_campaign
 from lasp2_hpc.database.store import StructureDatabase
 from lasp2_hpc.ledger.store import read_journal, read_ledger_file
 
-from .campaigns import write_tiny_campaign
+from .campaigns import TINY_HDNNP, write_tiny_campaign
 
 THREADS_SITE = {
     "name": "threads",
@@ -152,15 +153,19 @@ def _parsl_processes_of(directory: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path) -> None:
+    hdnnp = copy.deepcopy(TINY_HDNNP)
+    hdnnp["training"].update(epochs=400, patience=400)  # seconds per member: kills hit training
     directory = write_tiny_campaign(
         tmp_path / "c",
-        labelling={"max_labels": 5},
+        committee={"size": 2, "hdnnp": hdnnp},
+        gamma={"trigger": 0.25, "upper": 50.0},
+        labelling={"max_labels": 20},
         walkers=[
             {
                 "name": "slab",
                 "builder": "gold:100",
                 "temperature": 400.0,
-                "total_steps": 200,
+                "total_steps": 400,
                 "check_interval": 10,
                 "segment_steps": 40,
                 "seed": 3,
@@ -169,7 +174,7 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
                 "name": "bulk",
                 "builder": "gold:bcc",
                 "temperature": 500.0,
-                "total_steps": 200,
+                "total_steps": 400,
                 "check_interval": 10,
                 "segment_steps": 40,
                 "seed": 4,
@@ -182,9 +187,11 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
     while True:
         runs += 1
         head = lasp2("run", str(directory), "-q", start_new_session=True)
-        if kills < 24:
+        if kills < 22:
+            # alternately during start-up (imports, ledger, Parsl) and during work
+            moment = rng.uniform(0.3, 4.0) if kills % 2 else rng.uniform(6.0, 15.0)
             try:
-                head.wait(timeout=rng.uniform(0.5, 6.0))
+                head.wait(timeout=moment)
             except subprocess.TimeoutExpired:
                 os.kill(head.pid, signal.SIGKILL)  # the head only, as a crash would
                 head.wait()

@@ -507,7 +507,8 @@ def _describe(event: Event) -> str:
         return f"walker {event.walker}: {event.outcome} (+{event.steps_advanced} steps, γ {gamma})"
     if isinstance(event, MemberTrained):
         force = event.metrics.get("force_rmse_mev_per_angstrom_validation")
-        return f"member trained ({event.task_id}), validation force RMSE {force} meV/Å"
+        shown = f"{force:.0f} meV/Å" if isinstance(force, (int, float)) else "-"
+        return f"member trained ({event.task_id}), validation force RMSE {shown}"
     if isinstance(event, LabelFinished):
         return f"labelled {event.candidate_id[:12]}"
     if isinstance(event, LabelRejected):

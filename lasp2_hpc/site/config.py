@@ -134,5 +134,8 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
         run_dir=str(run_dir),
         retries=0,
         strategy="none",
+        # Parsl starts the first blocks on its first poll, one strategy period after loading:
+        # a short period saves seconds at every (re)start of the head.
+        strategy_period=0.5,
         initialize_logging=True,
     )
