@@ -7,6 +7,7 @@ a misspelt setting silently ignored would cost a user a month of allocation.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -71,7 +72,13 @@ def from_mapping(cls: type[T], data: Any, path: str | Path | None = None, prefix
         key = f"{prefix}{missing[0]}" if missing else prefix or "<top>"
         raise SettingsError(path, key, f"required key is missing ({error})") from None
     except ValueError as error:
-        raise SettingsError(path, prefix.rstrip(".") or "<top>", str(error)) from None
+        message = str(error)
+        key = prefix.rstrip(".") or "<top>"
+        # Checks in __post_init__ name the field first ("trigger must be > 0"): point at it.
+        named = [n for n in fields if re.search(rf"\b{re.escape(n)}\b", message)]
+        if named:
+            key = f"{prefix}{min(named, key=message.index)}"
+        raise SettingsError(path, key, message, "change the value as the message says") from None
     return instance
 
 

@@ -217,3 +217,16 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
     print(f"{kills} kills, {runs} runs, resubmitted tasks by kind: {dict(resubmitted)}")
     time.sleep(1)
     assert _parsl_processes_of(directory) == [], "worker pools outlived their head"
+
+
+def test_member_that_cannot_train_ends_the_campaign_with_a_reason(tmp_path: Path) -> None:
+    hdnnp = copy.deepcopy(TINY_HDNNP)
+    hdnnp["training"]["device"] = "cuda:99"  # fails inside the training task on any machine
+    directory = write_tiny_campaign(
+        tmp_path / "c", site="site.yaml", committee={"size": 2, "hdnnp": hdnnp}, max_attempts=2
+    )
+    _with_thread_site(directory)
+    reason = Runner(open_campaign(directory)).run()
+    assert "training of committee v0 member" in reason and "after 2 attempts" in reason
+    state = read_ledger_file(directory / "ledger.json")
+    assert state.finished and state.committees[0].status == "failed"

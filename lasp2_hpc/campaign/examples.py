@@ -44,7 +44,7 @@ walkers:
     temperature: 400            # K
     timestep: 2.0               # fs
     thermostat: {kind: langevin, friction: 0.02}
-    total_steps: 600
+    total_steps: 1500
     check_interval: 10          # γ is measured every 10 steps
     segment_steps: 200          # steps per MD task; the ledger checkpoints between them
     seed: 7
@@ -55,15 +55,15 @@ gamma:
 
 labelling:
   labels_per_retrain: 1
-  max_labels: 12
-  max_iterations: 12
+  max_labels: 15
+  max_iterations: 15
 
 oracle:
   engine: ase
   calculator: emt
 
 convergence:
-  steps_without_trigger: 400    # a walker this long without a trigger is converged
+  steps_without_trigger: 600    # a walker this long without a trigger is converged
 """
 
 

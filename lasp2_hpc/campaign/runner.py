@@ -327,6 +327,8 @@ class Runner:
 
     def _loop(self) -> str:
         while True:
+            if self.ledger.state.finished:  # an event ended it (a member that cannot train)
+                return self.ledger.state.finish_reason or "finished"
             current = plan(self.ledger.state, self.policy)
             for task in current.tasks:
                 self._submit(task)

@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"lasp2: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lasp2 status DIR | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -20,16 +20,16 @@ from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.hdnnp.input_data import write_input_data
 
 HASH_KEY = "lasp2_hash"
-# Hash the structure at the precision extxyz keeps, so a structure read back hashes the same.
-_DECIMALS = 6
+# Hash the numbers as extxyz writes them (8 decimals), so a structure read back hashes the same.
+_FORMAT = "{:.8f}"
 
 
 def structure_hash(atoms: Atoms) -> str:
     digest = hashlib.sha256()
     digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
     for array in (atoms.positions, atoms.cell.array):
-        rounded = np.round(np.asarray(array, dtype=np.float64), _DECIMALS) + 0.0  # no -0.0
-        digest.update(rounded.tobytes())
+        text = " ".join(_FORMAT.format(v) for v in np.asarray(array, dtype=np.float64).ravel())
+        digest.update(text.replace("-0.00000000", "0.00000000").encode())
     digest.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
     return digest.hexdigest()
 

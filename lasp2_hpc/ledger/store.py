@@ -34,8 +34,11 @@ class LedgerError(RuntimeError):
 def append_journal(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync: the journal is the audit trail of what happened."""
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(descriptor).st_size
+        if size and os.pread(descriptor, 1, size - 1) != b"\n":
+            line = "\n" + line  # a crash cut the last line: never glue a record onto it
         os.write(descriptor, line.encode())
         os.fsync(descriptor)
     finally:
@@ -70,8 +73,10 @@ def read_ledger_file(path: Path) -> CampaignState:
             "does not know are found again from their work directories"
         ) from None
     try:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, found {type(data).__name__}")
         return CampaignState.from_dict(data)
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise LedgerError(
             f"{path} does not hold a valid lasp2 ledger ({error!s}); nothing was changed. "
             f"The last good copy is {path.parent / PREVIOUS_FILE}"
@@ -88,6 +93,7 @@ class Ledger:
         self.journal_path = self.directory / JOURNAL_FILE
         self.lock = FileLock(str(self.path) + ".lock", timeout=60)
         self.state = CampaignState()
+        self._ready = False  # set by load() or create(): never write over a ledger not read
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -95,6 +101,7 @@ class Ledger:
     def load(self) -> CampaignState:
         with self.lock:
             self.state = read_ledger_file(self.path)
+        self._ready = True
         return self.state
 
     def create(self) -> None:
@@ -102,9 +109,13 @@ class Ledger:
             raise LedgerError(f"{self.path} exists already")
         with self.lock:
             self._write(CampaignState())
+        self.state = CampaignState()
+        self._ready = True
 
     def record(self, event: Event) -> CampaignState:
         """Apply ``event``, journal it and persist the new state."""
+        if not self._ready:
+            raise LedgerError(f"{self.path} was not loaded; nothing is recorded")
         new_state = apply(self.state, event)
         with self.lock:
             with FileLock(str(self.journal_path) + ".lock"):
@@ -119,9 +130,10 @@ class Ledger:
             try:
                 previous = self.path.read_text()
                 json.loads(previous)
-                atomic_write_text(self.previous_path, previous)
             except (OSError, json.JSONDecodeError):
                 LOGGER.warning("%s was not readable; keeping the older copy", self.path)
+            else:
+                atomic_write_text(self.previous_path, previous)
         payload = state.to_dict()
         payload["written"] = time.time()
         atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True) + "\n")

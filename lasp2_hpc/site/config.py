@@ -133,7 +133,7 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
         executors=executors,
         run_dir=str(run_dir),
         retries=0,
-        strategy="none",
+        strategy="simple",  # keeps min_blocks alive: a lost block is started again
         # Parsl starts the first blocks on its first poll, one strategy period after loading:
         # a short period saves seconds at every (re)start of the head.
         strategy_period=0.5,
