@@ -230,3 +230,19 @@ def test_member_that_cannot_train_ends_the_campaign_with_a_reason(tmp_path: Path
     assert "training of committee v0 member" in reason and "after 2 attempts" in reason
     state = read_ledger_file(directory / "ledger.json")
     assert state.finished and state.committees[0].status == "failed"
+
+
+def test_export_writes_the_ledger_database_as_input_data(tmp_path: Path) -> None:
+    from lasp2_hpc.cli.main import main
+    from lasp2_hpc.hdnnp.input_data import read_input_data
+
+    directory = write_tiny_campaign(tmp_path / "c", site="site.yaml", labelling={"max_labels": 1})
+    _with_thread_site(directory)
+    Runner(open_campaign(directory)).run()
+    output = tmp_path / "input.data"
+    assert main(["export", str(directory), "-o", str(output)]) == 0
+    exported = read_input_data(output)
+    stored = StructureDatabase(directory / "database" / "database.extxyz").read()
+    assert len(exported) == len(stored) == 9
+    for ours, theirs in zip(exported, stored, strict=True):
+        assert abs(ours.get_potential_energy() - theirs.get_potential_energy()) < 1e-6

@@ -36,6 +36,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     validate.add_argument("directory", type=Path)
     validate.set_defaults(handler=run_validate)
 
+    export = commands.add_parser(
+        "export", help="write a campaign's database as n2p2 input.data (for nnp-train)"
+    )
+    export.add_argument("directory", type=Path)
+    export.add_argument("-o", "--output", type=Path, required=True, help="input.data to write")
+    export.set_defaults(handler=run_export)
+
 
 def run_init(arguments: argparse.Namespace) -> int:
     try:
@@ -149,6 +156,23 @@ def run_status(arguments: argparse.Namespace) -> int:
         print(f"lasp2: error: {error}", file=sys.stderr)
         return EXIT_LEDGER
     print(format_status(state))
+    return 0
+
+
+def run_export(arguments: argparse.Namespace) -> int:
+    """The structures the ledger lists, in its order (a database line it does not list is left)."""
+    from lasp2_hpc.campaign.layout import CampaignLayout
+    from lasp2_hpc.database.store import StructureDatabase
+
+    layout = CampaignLayout(Path(arguments.directory))
+    try:
+        state = read_ledger_file(layout.root / LEDGER_FILE)
+    except LedgerError as error:
+        print(f"lasp2: error: {error}", file=sys.stderr)
+        return EXIT_LEDGER
+    hashes = [entry.hash for entry in state.database]
+    count = StructureDatabase(layout.database).export_input_data(arguments.output, hashes)
+    print(f"wrote {count} structures to {arguments.output}")
     return 0
 
 
