@@ -159,7 +159,7 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
         tmp_path / "c",
         committee={"size": 2, "hdnnp": hdnnp},
         gamma={"trigger": 0.25, "upper": 50.0},
-        labelling={"max_labels": 20},
+        labelling={"max_labels": 60},
         walkers=[
             {
                 "name": "slab",
@@ -183,27 +183,33 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
         mode="async",
     )
     rng = random.Random(20261124)
-    kills, returncode, runs = 0, None, 0
-    while True:
+    kills, runs = 0, 0
+    while kills < 22:
         runs += 1
         head = lasp2("run", str(directory), "-q", start_new_session=True)
-        if kills < 22:
-            # alternately during start-up (imports, ledger, Parsl) and during work
-            moment = rng.uniform(0.3, 4.0) if kills % 2 else rng.uniform(6.0, 15.0)
-            try:
-                head.wait(timeout=moment)
-            except subprocess.TimeoutExpired:
-                os.kill(head.pid, signal.SIGKILL)  # the head only, as a crash would
-                head.wait()
-                kills += 1
-                continue
-        _, error = head.communicate(timeout=600)
-        returncode = head.returncode
-        assert returncode == 0, error
-        if kills >= 20:
-            break
-        # finished before enough crashes: impossible with this seed, but say so if it happens
-        pytest.fail(f"campaign finished after only {kills} kills")
+        # alternately during start-up (imports, ledger, Parsl) and during work
+        moment = rng.uniform(0.3, 4.0) if kills % 2 else rng.uniform(6.0, 15.0)
+        try:
+            head.wait(timeout=moment)
+        except subprocess.TimeoutExpired:
+            os.kill(head.pid, signal.SIGKILL)  # the head only, as a crash would
+            head.wait()
+            kills += 1
+            continue
+        pytest.fail(f"campaign finished after only {kills} kills: {head.communicate()}")
+    # Enough crashes: lower the label budget (a change a user may make between runs) so that the
+    # campaign ends soon, and let it finish undisturbed.
+    labelled = len(read_ledger_file(directory / "ledger.json").labels())
+    settings = yaml.safe_load((directory / "campaign.yaml").read_text())
+    settings["labelling"]["max_labels"] = labelled + 2
+    (directory / "campaign.yaml").write_text(yaml.safe_dump(settings))
+    head = lasp2("run", str(directory), "-q", start_new_session=True)
+    _, error = head.communicate(timeout=900)
+    runs += 1
+    assert head.returncode == 0, error
+    state = read_ledger_file(directory / "ledger.json")
+    assert "label budget" in (state.finish_reason or "")
+    assert len(state.labels()) == labelled + 2
     assert runs >= 21
     check_finished_campaign(directory)
     journal = read_journal(directory / "events.jsonl")

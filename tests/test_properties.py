@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lasp2_hpc.hdnnp.cutoff import cutoff_with_derivative
@@ -21,6 +21,9 @@ from lasp2_hpc.hdnnp.input_data import format_input_data, parse_input_data
 def test_cutoff_is_smooth_bounded_and_its_derivative_is_right(cutoff_type, alpha, fraction, rc):
     if cutoff_type in (2, 3):
         alpha = 0.0  # the tanh cutoffs have no inner radius
+    # At the inner radius the second derivative jumps, so a central difference straddling it is
+    # off by ~step x the jump; the analytic first derivative is continuous there (checked apart).
+    assume(abs(fraction - alpha) > 1e-4)
     r = torch.tensor([fraction * rc], dtype=torch.float64)
     value, derivative = cutoff_with_derivative(r, rc, cutoff_type, alpha)
     assert 0.0 <= float(value) <= 1.0 + 1e-12
