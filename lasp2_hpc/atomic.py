@@ -21,13 +21,10 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is None:
-            # mkstemp creates 0600; give the file the permissions a plain open() would, so that
-            # colleagues sharing a project directory can read the campaign
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(temporary, mode)
+        # mkstemp creates 0600: ledgers, models and databases stay private to their owner on a
+        # shared cluster unless a caller asks for another mode.
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

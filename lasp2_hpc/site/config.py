@@ -20,19 +20,56 @@ TASK_KINDS = ("train", "md", "label", "evaluate")
 
 @dataclass
 class ExecutorSettings:
+    """One Parsl executor: where its blocks (scheduler jobs) run and how many workers each holds."""
+
     label: str
     kind: Literal["htex", "threads"] = "htex"
-    provider: Literal["local"] = "local"
+    provider: Literal["local", "slurm"] = "local"
     max_workers_per_node: int = 2
     cores_per_worker: float = 1.0
     threads_per_task: int = 1  # torch/OpenMP threads inside one task
-    worker_init: str = ""
+    worker_init: str = ""  # shell lines run before the workers start: module load, venv activate
     heartbeat_period: int = 5  # s; short so a lost worker is noticed in seconds, not minutes
     heartbeat_threshold: int = 30
+    # Scheduler (slurm): one block = one job
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    walltime: str = "01:00:00"
+    nodes_per_block: int = 1
+    cores_per_node: int | None = None
+    mem_per_node: int | None = None  # GB
+    gpus_per_node: int | None = None
+    min_blocks: int = 0
+    init_blocks: int = 1
+    max_blocks: int = 1
+    exclusive: bool = False  # Parsl's default (True) makes a second block wait for a whole node
+    launcher: Literal["single", "srun", "mpiexec"] = "single"
+    scheduler_options: str = ""  # extra #SBATCH lines, verbatim
+    status_polling_interval: int = 10  # s between squeue calls
+    # Where compute nodes reach the interchange; 127.0.0.1 only when everything runs on this host
+    address: str | None = None
+    encrypted: bool = True  # CurveZMQ between interchange and workers; tasks travel as pickles
 
     def __post_init__(self) -> None:
         if self.max_workers_per_node < 1 or self.threads_per_task < 1 or self.cores_per_worker <= 0:
             raise ValueError("max_workers_per_node and threads_per_task must be >= 1")
+        if not 0 <= self.min_blocks <= self.max_blocks or self.init_blocks > self.max_blocks:
+            raise ValueError("blocks must satisfy 0 <= min_blocks <= max_blocks, init <= max")
+        if self.nodes_per_block < 1:
+            raise ValueError("nodes_per_block must be >= 1")
+        parts = self.walltime.split(":")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"walltime must be HH:MM:SS, got {self.walltime!r}")
+        if not self.encrypted and self.provider != "local" and self.address != "127.0.0.1":
+            raise ValueError(
+                "encrypted: false is allowed only on 127.0.0.1: the interchange port is reachable "
+                "by every user of the cluster and tasks travel as pickles"
+            )
+
+    def walltime_seconds(self) -> int:
+        hours, minutes, seconds = (int(p) for p in self.walltime.split(":"))
+        return 3600 * hours + 60 * minutes + seconds
 
 
 @dataclass
@@ -90,6 +127,52 @@ def load_site_config(path: Path) -> SiteConfig:
     return from_mapping(SiteConfig, load_yaml_mapping(path), path)
 
 
+def _launcher(name: str) -> Any:
+    from parsl.launchers import MpiExecLauncher, SingleNodeLauncher, SrunLauncher
+
+    return {"single": SingleNodeLauncher, "srun": SrunLauncher, "mpiexec": MpiExecLauncher}[name]()
+
+
+def _slurm_provider(settings: ExecutorSettings) -> Any:
+    from parsl.providers import SlurmProvider
+
+    class PolledSlurmProvider(SlurmProvider):
+        """Parsl's SlurmProvider polls squeue every 60 s, fixed; here the site config says."""
+
+        @property
+        def status_polling_interval(self) -> int:
+            return settings.status_polling_interval
+
+    provider = PolledSlurmProvider(
+        partition=settings.partition,
+        account=settings.account,
+        qos=settings.qos,
+        nodes_per_block=settings.nodes_per_block,
+        cores_per_node=settings.cores_per_node,
+        mem_per_node=settings.mem_per_node,
+        gpus_per_node=settings.gpus_per_node,
+        init_blocks=settings.init_blocks,
+        min_blocks=settings.min_blocks,
+        max_blocks=settings.max_blocks,
+        walltime=settings.walltime,
+        scheduler_options=settings.scheduler_options,
+        worker_init=settings.worker_init,
+        exclusive=settings.exclusive,
+        launcher=_launcher(settings.launcher),
+    )
+    return provider
+
+
+def _login_node_address() -> str:
+    """An address of this host that compute nodes can reach (its name resolved)."""
+    import socket
+
+    try:
+        return socket.gethostbyname(socket.getfqdn())
+    except OSError:
+        return "127.0.0.1"
+
+
 def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
     """A Parsl ``Config`` for ``site``; Parsl's own retries are off, the ledger counts attempts."""
     from parsl.config import Config
@@ -108,14 +191,20 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
                 ThreadPoolExecutor(label=settings.label, max_threads=settings.max_workers_per_node)
             )
             continue
-        provider = LocalProvider(
-            init_blocks=1, min_blocks=1, max_blocks=1, worker_init=settings.worker_init
-        )
+        if settings.provider == "local":
+            provider = LocalProvider(
+                init_blocks=1, min_blocks=1, max_blocks=1, worker_init=settings.worker_init
+            )
+            address = settings.address or "127.0.0.1"
+        else:
+            provider = _slurm_provider(settings)
+            address = settings.address or _login_node_address()
         executors.append(
             HighThroughputExecutor(
                 label=settings.label,
                 provider=provider,
-                address="127.0.0.1",
+                address=address,
+                encrypted=settings.encrypted,
                 max_workers_per_node=settings.max_workers_per_node,
                 cores_per_worker=settings.cores_per_worker,
                 heartbeat_period=settings.heartbeat_period,

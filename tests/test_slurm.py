@@ -1,0 +1,74 @@
+"""The loop through Parsl's SlurmProvider on the real local SLURM (scripts/start-local-slurm.sh)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lasp2_hpc.ledger.store import read_ledger_file
+
+from .campaigns import write_tiny_campaign
+from .test_campaign_run import check_finished_campaign
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    if shutil.which("sinfo") is None:
+        pytest.skip("no SLURM here: start one with scripts/start-local-slurm.sh (root, Debian)")
+    answer = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if answer.returncode != 0 or not answer.stdout.strip():
+        pytest.skip(f"SLURM does not answer ({answer.stderr.strip()}): run the start script")
+
+
+def slurm_site(**overrides) -> dict:
+    executor = {
+        "label": "slurm",
+        "provider": "slurm",
+        "partition": "debug",
+        "walltime": "00:10:00",
+        "max_workers_per_node": 2,
+        "exclusive": False,
+        "address": "127.0.0.1",  # one node: the compute node is this host
+        "worker_init": f"export PATH={Path(sys.executable).parent}:$PATH",
+        "status_polling_interval": 2,
+        **overrides,
+    }
+    return {"name": "local-slurm", "executors": [executor]}
+
+
+def test_campaign_runs_through_slurm_encrypted(slurm, tmp_path: Path) -> None:
+    directory = write_tiny_campaign(tmp_path / "c", site="site.yaml", labelling={"max_labels": 2})
+    (directory / "site.yaml").write_text(yaml.safe_dump(slurm_site()))
+    head = subprocess.Popen(
+        [sys.executable, "-m", "lasp2_hpc.cli.main", "run", str(directory), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen_jobs: set[str] = set()
+    while head.poll() is None:
+        queue = subprocess.run(
+            ["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True
+        ).stdout
+        seen_jobs |= {line.split()[0] for line in queue.splitlines() if "parsl" in line}
+        time.sleep(0.5)
+    _, error = head.communicate()
+    assert head.returncode == 0, error[-3000:]
+    assert seen_jobs, "no Parsl block job was ever seen in squeue"
+    check_finished_campaign(directory)
+    state = read_ledger_file(directory / "ledger.json")
+    assert len(state.labels()) == 2
+    # CurveZMQ: Parsl made the certificates only because the executor is encrypted
+    assert list((directory / "parsl").glob("*/slurm/certificates/*.key"))
+    # the block was cancelled when the head finished: nothing of ours left in the queue
+    time.sleep(1)
+    queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert not (seen_jobs & set(queue.split())), queue
