@@ -252,3 +252,21 @@ def test_export_writes_the_ledger_database_as_input_data(tmp_path: Path) -> None
     assert len(exported) == len(stored) == 9
     for ours, theirs in zip(exported, stored, strict=True):
         assert abs(ours.get_potential_energy() - theirs.get_potential_energy()) < 1e-6
+
+
+def test_site_or_campaign_file_writable_by_others_is_refused(tmp_path: Path) -> None:
+    from lasp2_hpc.campaign.runner import UnsafePermissions
+
+    directory = write_tiny_campaign(tmp_path / "c", site="site.yaml")
+    _with_thread_site(directory)
+    (directory / "site.yaml").chmod(0o664)
+    with pytest.raises(
+        UnsafePermissions, match=r"site.yaml is writable by other users.*chmod go-w"
+    ):
+        open_campaign(directory)
+    (directory / "site.yaml").chmod(0o644)
+    (directory / "campaign.yaml").chmod(0o646)
+    with pytest.raises(UnsafePermissions, match=r"campaign\.yaml"):
+        open_campaign(directory)
+    (directory / "campaign.yaml").chmod(0o600)
+    assert open_campaign(directory).site.name == "threads"

@@ -109,6 +109,6 @@ def write_example(directory: str | Path, name: str) -> Path:
         raise ValueError(f"unknown example {name!r}; available: {', '.join(EXAMPLES)}")
     if (directory / CAMPAIGN_FILE).exists():
         raise FileExistsError(f"{directory / CAMPAIGN_FILE} exists; choose a new directory")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # private on a shared cluster
     EXAMPLES[name](directory)
     return directory

@@ -75,7 +75,27 @@ def open_campaign(directory: str | Path) -> Campaign:
         raise FileNotFoundError(f"{layout.root} is not a directory")
     settings = load_campaign_settings(layout.root)
     site_path = find_site_config(settings.site, layout.root)
+    for path in (layout.root / "ledger.json", site_path, layout.root / "campaign.yaml"):
+        inside = path.resolve().is_relative_to(layout.root)
+        # A shipped site config may sit in a group-writable shared install; never world-writable.
+        refuse_if_writable_by_others(path, 0o022 if inside else 0o002)
     return Campaign(layout, settings, load_site_config(site_path), site_path)
+
+
+class UnsafePermissions(ValueError):
+    pass
+
+
+def refuse_if_writable_by_others(path: Path, forbidden: int = 0o022) -> None:
+    """What runs under the user's account must not be changeable by other users of the cluster."""
+    if not path.exists():
+        return
+    mode = path.stat().st_mode & 0o777
+    if mode & forbidden:
+        raise UnsafePermissions(
+            f"{path} is writable by other users (mode {mode:o}): anyone in the group could change "
+            f"what runs under your account and allocation (fix: chmod go-w {path})"
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,7 @@ def run_run(arguments: argparse.Namespace) -> int:
     from lasp2_hpc.campaign.runner import CampaignBusy, Interrupted, Runner, open_campaign
 
     campaign = open_campaign(arguments.directory)
+    os.umask(0o077)  # files of the run, its workers and their jobs: private to the user
     log_file = campaign.layout.log_file
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file)
