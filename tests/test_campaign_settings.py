@@ -247,3 +247,30 @@ def test_cli_init_refuses_an_existing_campaign(campaign: Path, capsys) -> None:
     assert "exists" in captured.err
     assert str(campaign / CAMPAIGN_FILE) in captured.err
     assert {p: p.read_bytes() for p in campaign.rglob("*") if p.is_file()} == files
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "site_configs").glob("*.yaml")), ids=str
+)
+def test_shipped_site_configs_load_and_build_a_parsl_config(path: Path, tmp_path: Path) -> None:
+    from lasp2_hpc.site.config import load_site_config, parsl_config
+
+    site = load_site_config(path)
+    config = parsl_config(site, tmp_path / "parsl")
+    assert {e.label for e in config.executors} == {e.label for e in site.executors}
+    for executor in config.executors:
+        if hasattr(executor, "encrypted"):
+            assert executor.encrypted, f"{path.name}: {executor.label} is not encrypted"
+
+
+def test_unencrypted_executor_off_loopback_is_refused(tmp_path: Path) -> None:
+    from lasp2_hpc.site.config import load_site_config
+
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        yaml.safe_dump(
+            {"name": "x", "executors": [{"label": "a", "provider": "slurm", "encrypted": False}]}
+        )
+    )
+    with pytest.raises(SettingsError, match=r"executors\[0\]\.encrypted.*pickles"):
+        load_site_config(site)
