@@ -274,3 +274,25 @@ def test_unencrypted_executor_off_loopback_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(SettingsError, match=r"executors\[0\]\.encrypted.*pickles"):
         load_site_config(site)
+
+
+def test_site_check_prints_the_submit_script_without_submitting(capsys) -> None:
+    assert main(["site", "check", "slurm-generic"]) == 0
+    output = capsys.readouterr().out
+    for expected in (
+        "valid",
+        "#SBATCH --partition=compute",
+        "#SBATCH --time=240",
+        "source $HOME/lasp2/venv/bin/activate",
+        "process_worker_pool.py",
+        "encrypted: True",
+    ):
+        assert expected in output, expected
+
+
+def test_site_check_names_the_file_and_key_of_a_bad_config(tmp_path: Path, capsys) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"name": "x", "executors": [{"label": "a", "walltime": "4h"}]}))
+    assert main(["site", "check", str(site)]) == 2
+    error = capsys.readouterr().err
+    assert "site.yaml" in error and "executors[0].walltime" in error and "HH:MM:SS" in error

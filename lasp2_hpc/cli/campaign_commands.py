@@ -37,6 +37,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     validate.add_argument("directory", type=Path)
     validate.set_defaults(handler=run_validate)
 
+    site = commands.add_parser("site", help="site configs")
+    site_commands = site.add_subparsers(dest="site_command", required=True)
+    check = site_commands.add_parser(
+        "check", help="validate a site config; print its Parsl setup and submit scripts"
+    )
+    check.add_argument("file", type=Path, help="a site config file, or a name in site_configs/")
+    check.set_defaults(handler=run_site_check)
+
     export = commands.add_parser(
         "export", help="write a campaign's database as n2p2 input.data (for nnp-train)"
     )
@@ -175,6 +183,17 @@ def run_export(arguments: argparse.Namespace) -> int:
     hashes = [entry.hash for entry in state.database]
     count = StructureDatabase(layout.database).export_input_data(arguments.output, hashes)
     print(f"wrote {count} structures to {arguments.output}")
+    return 0
+
+
+def run_site_check(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.site.check import describe_site
+    from lasp2_hpc.site.config import builtin_site_configs, load_site_config
+
+    path = Path(arguments.file)
+    if not path.exists() and (builtin_site_configs() / f"{path}.yaml").exists():
+        path = builtin_site_configs() / f"{path}.yaml"
+    print(describe_site(load_site_config(path), path))
     return 0
 
 

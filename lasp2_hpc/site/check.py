@@ -1,0 +1,53 @@
+"""`lasp2 site check FILE`: what a site config would do, shown without submitting anything."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lasp2_hpc.site.config import ExecutorSettings, SiteConfig, _slurm_provider, parsl_config
+
+
+def rendered_submit_script(settings: ExecutorSettings, worker_command: str) -> str:
+    """The batch script one block of this executor would be submitted with (sbatch is not run)."""
+    if settings.kind == "threads":
+        return "# threads: tasks run inside the head process, no job is submitted\n"
+    if settings.provider == "local":
+        return f"#!/bin/bash\n{settings.worker_init}\n{worker_command}\n"
+    provider = _slurm_provider(settings)
+    submitted: list[str] = []
+
+    def capture(command: str, walltime: Any = None) -> tuple[int, str, str]:
+        submitted.append(command)
+        return 0, "Submitted batch job 0", ""
+
+    with tempfile.TemporaryDirectory() as scratch:
+        provider.script_dir = scratch
+        provider.execute_wait = capture  # instead of running sbatch
+        provider.submit(worker_command, tasks_per_node=1, job_name=f"lasp2.{settings.label}")
+        script = Path(submitted[0].split(maxsplit=1)[1]).read_text()
+    return script
+
+
+def describe_site(site: SiteConfig, path: Path) -> str:
+    with tempfile.TemporaryDirectory() as scratch:
+        config = parsl_config(site, Path(scratch) / "parsl")
+    lines = [f"site {site.name!r} ({path}): valid", ""]
+    lines += [f"  {kind:<9s} -> executor {label}" for kind, label in site.routing.items()]
+    for settings, executor in zip(site.executors, config.executors, strict=True):
+        lines += ["", f"== executor {settings.label}: {type(executor).__name__}"]
+        provider = getattr(executor, "provider", None)
+        if provider is not None:
+            lines.append(f"provider: {provider!r}")
+            lines.append(f"encrypted: {executor.encrypted}, address: {executor.address}")
+            if settings.provider != "local" and executor.address.startswith("127."):
+                lines.append(
+                    "WARNING: workers on compute nodes cannot reach a loopback address; set "
+                    f"executors[{site.executors.index(settings)}].address to the login node's "
+                    "address on the compute network (unless jobs run on this very host)"
+                )
+        command = getattr(executor, "launch_cmd", "") or ""
+        lines += ["-- submit script (ports are chosen when the run starts):"]
+        lines.append(rendered_submit_script(settings, command).rstrip())
+    return "\n".join(lines)
