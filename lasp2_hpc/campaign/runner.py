@@ -230,6 +230,9 @@ class Runner:
         self.futures: dict[concurrent.futures.Future[dict[str, Any]], str] = {}
         self._run_lock = FileLock(str(self.layout.run_lock), timeout=0)
         self._dfk: Any = None
+        self._run_info: dict[str, Any] = {}
+        self._recorded_workers: list[int] = []
+        self._stop_requested = False
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -246,6 +249,7 @@ class Runner:
             self._prepare_ledger()
             if self.ledger.state.finished:
                 return self.ledger.state.finish_reason or "finished"
+            self._check_stop()
             self._start_parsl()
             self._resubmit_in_flight()
             return self._loop()
@@ -257,7 +261,13 @@ class Runner:
             self._run_lock.release()
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        raise Interrupted("terminated")
+        # Stop at the next safe point: never in the middle of a ledger write.
+        LOGGER.info("SIGTERM: stopping after the current step")
+        self._stop_requested = True
+
+    def _check_stop(self) -> None:
+        if self._stop_requested:
+            raise Interrupted("terminated by SIGTERM; tasks in flight are resubmitted on restart")
 
     def _busy_message(self) -> str:
         detail = ""
@@ -270,8 +280,15 @@ class Runner:
         )
 
     def _write_run_info(self, extra: dict[str, Any]) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), **extra}
-        atomic_write_text(self.layout.run_info, json.dumps(info) + "\n")
+        """run.json: who runs this campaign, its Parsl processes and a heartbeat."""
+        if not self._run_info:
+            self._run_info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.time(),
+            }
+        self._run_info.update(extra, heartbeat=time.time())
+        atomic_write_text(self.layout.run_info, json.dumps(self._run_info) + "\n")
 
     def _kill_leftovers(self) -> None:
         """Parsl processes of a head that was killed on this host never report back: stop them."""
@@ -347,6 +364,7 @@ class Runner:
 
     def _loop(self) -> str:
         while True:
+            self._check_stop()
             if self.ledger.state.finished:  # an event ended it (a member that cannot train)
                 return self.ledger.state.finish_reason or "finished"
             current = plan(self.ledger.state, self.policy)
@@ -363,6 +381,8 @@ class Runner:
                 self._collect(self.futures.pop(future), future)
             if not self._recorded_workers:
                 self._record_parsl_processes()
+            else:
+                self._write_run_info({})  # heartbeat
 
     def _finished(self, current: Plan) -> bool:
         return current.finish_reason is not None and not self.futures

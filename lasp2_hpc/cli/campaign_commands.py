@@ -37,6 +37,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     validate.add_argument("directory", type=Path)
     validate.set_defaults(handler=run_validate)
 
+    daemon = commands.add_parser("daemon", help="the head process, detached from the terminal")
+    daemon_commands = daemon.add_subparsers(dest="daemon_command", required=True)
+    for name, text in (
+        ("start", "start the head in the background (survives logout)"),
+        ("stop", "stop it cleanly (SIGTERM): Parsl shut down, ledger consistent"),
+        ("status", "is the head alive, where, last heartbeat"),
+        ("logs", "the last lines of the head's logs"),
+    ):
+        command = daemon_commands.add_parser(name, help=text)
+        command.add_argument("directory", type=Path)
+        command.set_defaults(handler=run_daemon)
+    daemon_commands.choices["start"].add_argument(
+        "--if-dead", action="store_true", help="do nothing when one is alive (for cron/scrontab)"
+    )
+    daemon_commands.choices["logs"].add_argument("-n", "--lines", type=int, default=40)
+
     site = commands.add_parser("site", help="site configs")
     site_commands = site.add_subparsers(dest="site_command", required=True)
     check = site_commands.add_parser(
@@ -165,6 +181,9 @@ def run_status(arguments: argparse.Namespace) -> int:
     except LedgerError as error:
         print(f"lasp2: error: {error}", file=sys.stderr)
         return EXIT_LEDGER
+    from lasp2_hpc.campaign.daemon import head_state
+
+    print(head_state(arguments.directory).describe())
     print(format_status(state))
     return 0
 
@@ -183,6 +202,30 @@ def run_export(arguments: argparse.Namespace) -> int:
     hashes = [entry.hash for entry in state.database]
     count = StructureDatabase(layout.database).export_input_data(arguments.output, hashes)
     print(f"wrote {count} structures to {arguments.output}")
+    return 0
+
+
+def run_daemon(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.campaign import daemon
+
+    directory = arguments.directory
+    if not (Path(directory) / "campaign.yaml").exists():
+        print(f"lasp2: error: {directory} is not a campaign (no campaign.yaml)", file=sys.stderr)
+        return 2
+    try:
+        if arguments.daemon_command == "start":
+            print(daemon.start_daemon(directory, if_dead=arguments.if_dead))
+        elif arguments.daemon_command == "stop":
+            print(daemon.stop_daemon(directory))
+        elif arguments.daemon_command == "status":
+            state = daemon.head_state(directory)
+            print(state.describe())
+            return 0 if state.alive else 1
+        else:
+            print(daemon.log_tail(directory, arguments.lines))
+    except daemon.DaemonError as error:
+        print(f"lasp2: {error}", file=sys.stderr)
+        return EXIT_BUSY if "alive" in str(error) else 1
     return 0
 
 
