@@ -1,0 +1,191 @@
+"""The state machine as pure functions: (state, event) -> state, and plan(state, policy)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lasp2_hpc.ledger.events import (
+    CampaignStarted,
+    LabelFinished,
+    LabelRejected,
+    MemberTrained,
+    SegmentFinished,
+    TaskFailed,
+    TaskSubmitted,
+)
+from lasp2_hpc.ledger.machine import Policy, TransitionError, WalkerPolicy, apply, plan
+from lasp2_hpc.ledger.state import CampaignState, DatabaseEntry, WalkerRecord
+
+
+def policy(mode: str = "sequential", **overrides) -> Policy:
+    walkers = {
+        name: WalkerPolicy(segment_steps=50, total_steps=200, inputs={"temperature": 300.0})
+        for name in ("a", "b")
+    }
+    values = {"mode": mode, "member_seeds": [1, 2], "max_labels": 10, "walkers": walkers}
+    values.update(overrides)
+    return Policy(**values)
+
+
+def started(walkers=("a",)) -> CampaignState:
+    event = CampaignStarted(
+        0.0,
+        [WalkerRecord(name, f"walkers/{name}/start.traj") for name in walkers],
+        [DatabaseEntry(f"initial{i}", {"source": "initial"}) for i in range(3)],
+    )
+    return apply(CampaignState(), event)
+
+
+def submit_all(state: CampaignState, current_policy: Policy):
+    tasks = plan(state, current_policy).tasks
+    for task in tasks:
+        state = apply(state, TaskSubmitted(1.0, task.record()))
+    return state, tasks
+
+
+def train(state: CampaignState, current_policy: Policy) -> CampaignState:
+    state, tasks = submit_all(state, current_policy)
+    assert tasks and all(t.kind == "train" for t in tasks)
+    for task in tasks:
+        state = apply(state, MemberTrained(2.0, task.id, {"force_rmse": 10.0}))
+    return state
+
+
+def trigger(state, task, step=10, structure_hash="x1", gamma=0.5, **extra) -> CampaignState:
+    event = SegmentFinished(
+        3.0,
+        task.id,
+        task.inputs["walker"],
+        "triggered",
+        step - 10,
+        f"tasks/{task.id}/checkpoint.traj",
+        gamma,
+        {"hash": structure_hash, "structure": "s.extxyz", "step": step, "gamma": gamma},
+        total_steps=200,
+        dedup_steps=5,
+        **extra,
+    )
+    return apply(state, event)
+
+
+def test_apply_leaves_its_input_alone_and_first_plan_trains_every_seed() -> None:
+    state = started()
+    tasks = plan(state, policy()).tasks
+    assert [t.inputs["seed"] for t in tasks] == [1, 2] and {t.kind for t in tasks} == {"train"}
+    after = apply(state, TaskSubmitted(1.0, tasks[0].record()))
+    assert state.tasks == {} and after.tasks[tasks[0].id].status == "submitted"
+    # identity is the inputs: the same plan twice, whatever the executor, gives the same ids
+    record = tasks[0].record()
+    record.executor = "gpu-partition"
+    assert record.id == plan(state, policy()).tasks[0].id
+
+
+def test_full_sequential_cycle() -> None:
+    current = policy()
+    state = train(started(), current)
+    assert state.committees[0].status == "ready" and state.iteration == 0
+    state, (segment,) = submit_all(state, current)
+    assert segment.kind == "md" and segment.inputs["committee_version"] == 0
+    state = trigger(state, segment)
+    walker = state.walkers["a"]
+    assert walker.status == "waiting" and walker.waiting_for_version == 1
+    assert state.candidates[0].status == "pending"
+    state, (label,) = submit_all(state, current)
+    assert label.kind == "label"
+    entry = DatabaseEntry("x1", {"source": "oracle", "walker": "a"})
+    state = apply(state, LabelFinished(4.0, label.id, "x1", entry))
+    assert len(state.database) == 4 and state.candidates[0].status == "labelled"
+    state = train(state, current)
+    assert state.committees[1].training_set_size == 4 and state.iteration == 1
+    assert state.walkers["a"].status == "ready"
+    (resumed,) = plan(state, current).tasks
+    assert resumed.inputs["committee_version"] == 1
+    assert resumed.inputs["checkpoint"].endswith("checkpoint.traj")
+    with pytest.raises(TransitionError):
+        apply(state, TaskSubmitted(5.0, label.record()))  # done work is never submitted again
+
+
+def test_sequential_waits_for_walkers_async_does_not() -> None:
+    for mode, labelled_at_once in (("sequential", False), ("async", True)):
+        current = policy(mode, labels_per_retrain=2)
+        state = train(started(("a", "b")), current)
+        state, segments = submit_all(state, current)
+        state = trigger(state, segments[0])
+        kinds = [t.kind for t in plan(state, current).tasks]
+        assert ("label" in kinds) is labelled_at_once, mode
+        # async: walker b keeps running; one new label < labels_per_retrain: no retraining yet
+        if mode == "async":
+            state, (label,) = submit_all(state, current)
+            entry = DatabaseEntry("x1", {"source": "oracle"})
+            state = apply(state, LabelFinished(4.0, label.id, "x1", entry))
+            assert plan(state, current).tasks == []  # b still runs, one label is not enough
+            finished = SegmentFinished(
+                5.0, segments[1].id, "b", "completed", 50, "c.traj", 0.1, total_steps=200
+            )
+            state = apply(state, finished)
+            kinds = [t.kind for t in plan(state, current).tasks]
+            assert kinds == ["md"]  # b goes on with the current committee
+
+
+def test_duplicates_rollbacks_and_limits() -> None:
+    current = policy("async")
+    state = train(started(), current)
+    state, (segment,) = submit_all(state, current)
+    state = trigger(state, segment, step=10, structure_hash="initial0")  # already in database
+    assert state.candidates[0].status == "duplicate"
+    # explosions: rolled back, and after max_rollbacks consecutive ones the walker fails
+    state = started()
+    state = train(state, current)
+    for attempt in range(3):
+        state, (segment,) = submit_all(state, current)
+        event = SegmentFinished(
+            6.0, segment.id, "a", "exploded", 0, "c.traj", 9.0, total_steps=200, max_rollbacks=2
+        )
+        state = apply(state, event)
+        assert state.walkers["a"].status == ("failed" if attempt == 2 else "ready")
+    # completion: finished at total_steps, converged after converge_after without a trigger
+    state = train(started(), current)
+    state, (segment,) = submit_all(state, current)
+    done = SegmentFinished(7.0, segment.id, "a", "completed", 200, "c.traj", 0.1, total_steps=200)
+    assert apply(state, done).walkers["a"].status == "finished"
+    quiet = SegmentFinished(
+        7.0, segment.id, "a", "completed", 50, "c.traj", 0.1, total_steps=200, converge_after=50
+    )
+    assert apply(state, quiet).walkers["a"].status == "converged"
+
+
+def test_rejected_labels_failures_and_budget() -> None:
+    current = policy("sequential", max_labels=1, max_attempts=2)
+    state = train(started(), current)
+    state, (segment,) = submit_all(state, current)
+    state = trigger(state, segment)
+    state, (label,) = submit_all(state, current)
+    rejected = apply(state, LabelRejected(4.0, label.id, "x1", "NaN energy", max_rollbacks=3))
+    assert rejected.candidates[0].status == "rejected" and rejected.walkers["a"].status == "ready"
+    # a failed attempt is retried with the same identity; the last one is final
+    retry = apply(state, TaskFailed(4.0, label.id, "crash", final=False))
+    assert retry.tasks[label.id].status == "pending" and retry.tasks[label.id].failures == 1
+    assert [t.id for t in plan(retry, current).tasks] == [label.id]
+    # budget: one label, trained on, nothing else may run
+    entry = DatabaseEntry("x1", {"source": "oracle"})
+    state = apply(state, LabelFinished(4.0, label.id, "x1", entry))
+    state = train(state, current)
+    final = plan(state, current)
+    assert final.tasks == [] and "label budget of 1" in (final.finish_reason or "")
+    # a member that cannot be trained ends the campaign with the reason
+    broken = started()
+    broken, tasks = submit_all(broken, current)
+    broken = apply(broken, TaskFailed(5.0, tasks[0].id, "CUDA error", final=True))
+    assert broken.finished and "member 0" in (broken.finish_reason or "")
+
+
+def test_state_round_trips_through_json_and_checks_its_version() -> None:
+    current = policy()
+    state = train(started(), current)
+    state, (segment,) = submit_all(state, current)
+    state = trigger(state, segment)
+    assert CampaignState.from_dict(state.to_dict()) == state
+    data = state.to_dict()
+    data["schema_version"] = 999
+    with pytest.raises(ValueError, match="999"):
+        CampaignState.from_dict(data)
