@@ -13,6 +13,12 @@ fi
 F=${SLURM_SANDBOX:-/tmp/local-slurm}
 WITH_DBD=${WITH_DBD:-0}
 H=$(hostname -s)
+# A cluster of ours already running: stop it first, its state is about to be wiped.
+if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || pgrep -x munged >/dev/null; then
+  bash "$(dirname "$0")/stop-local-slurm.sh" >/dev/null 2>&1 || true
+  for daemon in slurmd slurmctld slurmdbd munged; do pkill -x "$daemon" 2>/dev/null || true; done
+  for i in $(seq 50); do pgrep -x slurmctld >/dev/null || pgrep -x munged >/dev/null || break; sleep 0.1; done
+fi
 rm -rf $F/state $F/spool $F/log; mkdir -p $F/state $F/spool $F/log
 
 # --- munge ---

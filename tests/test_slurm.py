@@ -54,7 +54,11 @@ def test_campaign_runs_through_slurm_encrypted(slurm, tmp_path: Path) -> None:
         text=True,
     )
     seen_jobs: set[str] = set()
+    deadline = time.time() + 300
     while head.poll() is None:
+        if time.time() > deadline:
+            head.kill()
+            pytest.fail(f"no result in 300 s; squeue: {_our_jobs()}")
         queue = subprocess.run(
             ["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True
         ).stdout
@@ -72,3 +76,60 @@ def test_campaign_runs_through_slurm_encrypted(slurm, tmp_path: Path) -> None:
     time.sleep(1)
     queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
     assert not (seen_jobs & set(queue.split())), queue
+
+
+def _our_jobs(prefix: str = "parsl") -> list[tuple[str, str]]:
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True)
+    return [
+        (line.split()[0], line.split()[2])
+        for line in queue.stdout.splitlines()
+        if prefix in line.split()[1]
+    ]
+
+
+def test_scancelled_block_is_replaced_and_its_task_retried(slurm, tmp_path: Path) -> None:
+    import copy
+
+    from .campaigns import TINY_HDNNP
+
+    hdnnp = copy.deepcopy(TINY_HDNNP)
+    hdnnp["training"].update(epochs=3000, patience=3000)  # training long enough to be cancelled
+    directory = write_tiny_campaign(
+        tmp_path / "c",
+        site="site.yaml",
+        committee={"size": 2, "hdnnp": hdnnp},
+        labelling={"max_labels": 1},
+    )
+    site = slurm_site(heartbeat_period=1, heartbeat_threshold=4, max_blocks=1)
+    (directory / "site.yaml").write_text(yaml.safe_dump(site))
+    head = subprocess.Popen(
+        [sys.executable, "-m", "lasp2_hpc.cli.main", "run", str(directory), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        cancelled = None
+        deadline = time.time() + 120
+        while cancelled is None and time.time() < deadline:
+            running = [job for job, state in _our_jobs() if state == "RUNNING"]
+            ledger = directory / "ledger.json"
+            in_flight = ledger.exists() and any(
+                t.status == "submitted" for t in read_ledger_file(ledger).tasks.values()
+            )
+            if running and in_flight:
+                time.sleep(3)  # let the workers pick the training tasks up
+                subprocess.run(["scancel", running[0]], check=True)
+                cancelled = running[0]
+            time.sleep(0.5)
+        assert cancelled, "no running block to cancel"
+        _, error = head.communicate(timeout=600)
+    finally:
+        if head.poll() is None:
+            head.kill()
+    assert head.returncode == 0, error[-3000:]
+    check_finished_campaign(directory)
+    state = read_ledger_file(directory / "ledger.json")
+    retried = [t for t in state.tasks.values() if t.failures > 0]
+    assert retried, "the cancelled block's tasks were not retried"
+    assert all("Manager" in (t.error or "") or "lost" in (t.error or "") for t in retried)

@@ -96,8 +96,7 @@ def _task_submitted(state: CampaignState, event: TaskSubmitted) -> None:
     task.attempts += 1
     task.updated = event.time
     task.executor = incoming.executor
-    task.job_id = incoming.job_id
-    task.error = None
+    task.job_id = incoming.job_id  # the last failure's message stays in task.error, for the record
     inputs = task.inputs
     if task.kind == "train":
         committee = _committee(state, inputs["version"], create=True, inputs=inputs)
