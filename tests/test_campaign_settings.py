@@ -296,3 +296,29 @@ def test_site_check_names_the_file_and_key_of_a_bad_config(tmp_path: Path, capsy
     assert main(["site", "check", str(site)]) == 2
     error = capsys.readouterr().err
     assert "site.yaml" in error and "executors[0].walltime" in error and "HH:MM:SS" in error
+
+
+def test_site_check_renders_a_pbs_pro_script_and_qsub_line(tmp_path: Path, capsys) -> None:
+    site = tmp_path / "site.yaml"
+    executor = {
+        "label": "gpu",
+        "provider": "pbspro",
+        "partition": "gpuq",
+        "account": "chem42",
+        "cores_per_node": 16,
+        "gpus_per_node": 4,
+        "mem_per_node": 200,
+        "walltime": "02:30:00",
+        "worker_init": "module load cuda",
+    }
+    site.write_text(yaml.safe_dump({"name": "p", "executors": [executor]}))
+    assert main(["site", "check", str(site)]) == 0
+    output = capsys.readouterr().out
+    for expected in (
+        "# submitted with: qsub -q gpuq -A chem42 SCRIPT",
+        "#PBS -l walltime=02:30:00",
+        "#PBS -l select=1:ncpus=16:ngpus=4:mem=200gb",
+        "module load cuda",
+        "process_worker_pool.py",
+    ):
+        assert expected in output, (expected, output)

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lasp2_hpc.site.config import ExecutorSettings, SiteConfig, _slurm_provider, parsl_config
+from lasp2_hpc.site.config import ExecutorSettings, SiteConfig, parsl_config, scheduler_provider
 
 
 def rendered_submit_script(settings: ExecutorSettings, worker_command: str) -> str:
@@ -15,19 +15,20 @@ def rendered_submit_script(settings: ExecutorSettings, worker_command: str) -> s
         return "# threads: tasks run inside the head process, no job is submitted\n"
     if settings.provider == "local":
         return f"#!/bin/bash\n{settings.worker_init}\n{worker_command}\n"
-    provider = _slurm_provider(settings)
+    provider = scheduler_provider(settings)
     submitted: list[str] = []
 
     def capture(command: str, walltime: Any = None) -> tuple[int, str, str]:
         submitted.append(command)
-        return 0, "Submitted batch job 0", ""
+        return 0, "Submitted batch job 0" if settings.provider == "slurm" else "0.server", ""
 
     with tempfile.TemporaryDirectory() as scratch:
         provider.script_dir = scratch
         provider.execute_wait = capture  # instead of running sbatch
         provider.submit(worker_command, tasks_per_node=1, job_name=f"lasp2.{settings.label}")
-        script = Path(submitted[0].split(maxsplit=1)[1]).read_text()
-    return script
+        script = Path(submitted[0].split()[-1]).read_text()
+    command = " ".join(submitted[0].split()[:-1])
+    return f"# submitted with: {command} SCRIPT\n{script}"
 
 
 def describe_site(site: SiteConfig, path: Path) -> str:

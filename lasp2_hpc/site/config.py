@@ -24,14 +24,14 @@ class ExecutorSettings:
 
     label: str
     kind: Literal["htex", "threads"] = "htex"
-    provider: Literal["local", "slurm"] = "local"
+    provider: Literal["local", "slurm", "pbspro"] = "local"
     max_workers_per_node: int = 2
     cores_per_worker: float = 1.0
     threads_per_task: int = 1  # torch/OpenMP threads inside one task
     worker_init: str = ""  # shell lines run before the workers start: module load, venv activate
     heartbeat_period: int = 5  # s; short so a lost worker is noticed in seconds, not minutes
     heartbeat_threshold: int = 30
-    # Scheduler (slurm): one block = one job
+    # Scheduler (slurm, pbspro): one block = one job; partition is the PBS queue
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -163,6 +163,43 @@ def _slurm_provider(settings: ExecutorSettings) -> Any:
     return provider
 
 
+def _pbspro_provider(settings: ExecutorSettings) -> Any:
+    from parsl.providers import PBSProProvider
+
+    class PolledPBSProProvider(PBSProProvider):
+        """Parsl's PBSProProvider polls qstat every 60 s, fixed; here the site config says."""
+
+        @property
+        def status_polling_interval(self) -> int:
+            return settings.status_polling_interval
+
+    select = []
+    if settings.gpus_per_node:
+        select.append(f"ngpus={settings.gpus_per_node}")
+    if settings.mem_per_node:
+        select.append(f"mem={settings.mem_per_node}gb")
+    return PolledPBSProProvider(
+        account=settings.account,
+        queue=settings.partition,
+        scheduler_options=settings.scheduler_options,
+        select_options=":".join(select),
+        worker_init=settings.worker_init,
+        nodes_per_block=settings.nodes_per_block,
+        cpus_per_node=settings.cores_per_node or 1,
+        init_blocks=settings.init_blocks,
+        min_blocks=settings.min_blocks,
+        max_blocks=settings.max_blocks,
+        launcher=_launcher(settings.launcher),
+        walltime=settings.walltime,
+    )
+
+
+def scheduler_provider(settings: ExecutorSettings) -> Any:
+    if settings.provider == "pbspro":
+        return _pbspro_provider(settings)
+    return _slurm_provider(settings)
+
+
 def _login_node_address() -> str:
     """An address of this host that compute nodes can reach (its name resolved)."""
     import socket
@@ -197,7 +234,7 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
             )
             address = settings.address or "127.0.0.1"
         else:
-            provider = _slurm_provider(settings)
+            provider = scheduler_provider(settings)
             address = settings.address or _login_node_address()
         executors.append(
             HighThroughputExecutor(
