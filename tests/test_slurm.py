@@ -133,3 +133,30 @@ def test_scancelled_block_is_replaced_and_its_task_retried(slurm, tmp_path: Path
     retried = [t for t in state.tasks.values() if t.failures > 0]
     assert retried, "the cancelled block's tasks were not retried"
     assert all("Manager" in (t.error or "") or "lost" in (t.error or "") for t in retried)
+
+
+def test_blocks_share_the_node_when_not_exclusive(slurm, tmp_path: Path) -> None:
+    directory = write_tiny_campaign(tmp_path / "c", site="site.yaml", labelling={"max_labels": 1})
+    site = slurm_site(
+        init_blocks=2, min_blocks=2, max_blocks=2, max_workers_per_node=1, cores_per_node=1
+    )
+    (directory / "site.yaml").write_text(yaml.safe_dump(site))
+    head = subprocess.Popen(
+        [sys.executable, "-m", "lasp2_hpc.cli.main", "run", str(directory), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    most_running = 0
+    deadline = time.time() + 300
+    while head.poll() is None and time.time() < deadline:
+        running = [job for job, state in _our_jobs() if state == "RUNNING"]
+        most_running = max(most_running, len(running))
+        time.sleep(0.3)
+    if head.poll() is None:
+        head.kill()
+    _, error = head.communicate()
+    assert head.returncode == 0, error[-3000:]
+    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True)
+    assert len(set(nodes.stdout.split())) == 1, "this test needs the single-node local cluster"
+    assert most_running == 2, "with exclusive: false two blocks should run at once on one node"
