@@ -14,7 +14,7 @@ import yaml
 from lasp2_hpc.ledger.store import read_ledger_file
 
 from .campaigns import write_tiny_campaign
-from .test_campaign_run import check_finished_campaign
+from .test_campaign_run import check_finished_campaign, lasp2
 
 pytestmark = pytest.mark.slurm
 
@@ -47,12 +47,7 @@ def slurm_site(**overrides) -> dict:
 def test_campaign_runs_through_slurm_encrypted(slurm, tmp_path: Path) -> None:
     directory = write_tiny_campaign(tmp_path / "c", site="site.yaml", labelling={"max_labels": 2})
     (directory / "site.yaml").write_text(yaml.safe_dump(slurm_site()))
-    head = subprocess.Popen(
-        [sys.executable, "-m", "lasp2_hpc.cli.main", "run", str(directory), "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    head = lasp2("run", str(directory), "-q")
     seen_jobs: set[str] = set()
     deadline = time.time() + 300
     while head.poll() is None:
@@ -102,12 +97,7 @@ def test_scancelled_block_is_replaced_and_its_task_retried(slurm, tmp_path: Path
     )
     site = slurm_site(heartbeat_period=1, heartbeat_threshold=4, max_blocks=1)
     (directory / "site.yaml").write_text(yaml.safe_dump(site))
-    head = subprocess.Popen(
-        [sys.executable, "-m", "lasp2_hpc.cli.main", "run", str(directory), "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    head = lasp2("run", str(directory), "-q")
     try:
         cancelled = None
         deadline = time.time() + 120
@@ -141,12 +131,7 @@ def test_blocks_share_the_node_when_not_exclusive(slurm, tmp_path: Path) -> None
         init_blocks=2, min_blocks=2, max_blocks=2, max_workers_per_node=1, cores_per_node=1
     )
     (directory / "site.yaml").write_text(yaml.safe_dump(site))
-    head = subprocess.Popen(
-        [sys.executable, "-m", "lasp2_hpc.cli.main", "run", str(directory), "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    head = lasp2("run", str(directory), "-q")
     most_running = 0
     deadline = time.time() + 300
     while head.poll() is None and time.time() < deadline:
