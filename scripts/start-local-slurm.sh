@@ -5,9 +5,13 @@
 # slurmdbd so that sacct works) for one node = this host, partitions "debug" (default), "second".
 # Stop with scripts/stop-local-slurm.sh (by PID files). Fresh state each time.
 set -euo pipefail
-if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
-  PACKAGES="slurm-wlm munge"
-  [ "${WITH_DBD:-0}" = 1 ] && PACKAGES="$PACKAGES slurmdbd mariadb-server"
+PACKAGES=""
+command -v slurmctld >/dev/null && command -v munged >/dev/null || PACKAGES="slurm-wlm munge"
+if [ "${WITH_DBD:-0}" = 1 ]; then
+  command -v slurmdbd >/dev/null || PACKAGES="$PACKAGES slurmdbd"
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || PACKAGES="$PACKAGES mariadb-server"
+fi
+if [ -n "$PACKAGES" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q $PACKAGES >/dev/null
 fi
 F=${SLURM_SANDBOX:-/tmp/local-slurm}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import ase.io
 import numpy as np
 import yaml
 from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
 
 from lasp2_hpc.examples.gold import gold_dataset
 
@@ -72,3 +74,38 @@ class FailingCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         raise RuntimeError("the oracle crashed")
+
+
+class OutageEMT(EMT):
+    """EMT as an oracle with an outage: while ``outage_file`` exists every other call fails (the
+    first, third, ...), like a DFT code losing its licence server or a node; once the file is
+    removed, every call works. Each call while it exists appends a line to it."""
+
+    def __init__(self, outage_file: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.outage_file = Path(outage_file)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if self.outage_file.exists():
+            with open(self.outage_file, "a+") as record:
+                record.seek(0)
+                calls = len(record.read().splitlines())
+                record.write("call\n")
+            if calls % 2 == 0:
+                raise RuntimeError(f"simulated outage of the oracle (call {calls + 1})")
+        super().calculate(atoms, properties, system_changes)
+
+
+class StallOnceEMT(EMT):
+    """EMT that hangs the first time it is called while ``stall_file`` exists (removing it): a
+    calculation longer than its block's walltime, which must time out and run again."""
+
+    def __init__(self, stall_file: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stall_file = Path(stall_file)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if self.stall_file.exists():
+            self.stall_file.unlink()
+            time.sleep(3600)
+        super().calculate(atoms, properties, system_changes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -78,10 +79,15 @@ def test_loop_runs_with_parsl_threads(tmp_path: Path) -> None:
     assert [c.training_set_size for c in state.committees] == [8, 9, 10, 11]
     assert all(len(c.members) == 2 and c.status == "ready" for c in state.committees)
     check_finished_campaign(directory)
+    # the head left its last heartbeat, marked stopped with the reason
+    assert state.head is not None and state.head.stop_reason == f"campaign finished: {reason}"
+    assert state.head.stopped is not None and state.head.stopped >= state.head.heartbeat
     # a finished campaign started again stays finished and submits nothing
-    before = (directory / "ledger.json").read_text()
+    before = read_ledger_file(directory / "ledger.json")
     assert Runner(open_campaign(directory)).run() == reason
-    assert (directory / "ledger.json").read_text() == before
+    after = read_ledger_file(directory / "ledger.json")
+    assert after.head is not None and after.head.stop_reason == "the campaign had finished already"
+    assert dataclasses.replace(after, head=None) == dataclasses.replace(before, head=None)
 
 
 def test_nan_label_is_rejected_and_never_stored(tmp_path: Path) -> None:

@@ -286,6 +286,10 @@ def test_site_check_prints_the_submit_script_without_submitting(capsys) -> None:
         "source $HOME/lasp2/venv/bin/activate",
         "process_worker_pool.py",
         "encrypted: True",
+        # the task deadline comes first in the block, before the site's environment
+        "export LASP2_TASK_DEADLINE=$(( $(date +%s) + 13800 ))\n# ADAPT: the environment",
+        "tasks stop 600 s before it (13800 s after the block starts",
+        "no new task after 13740 s",
     ):
         assert expected in output, expected
 

@@ -140,8 +140,21 @@ def test_wrong_schema_version_is_a_ledger_error(ledger: Ledger) -> None:
     with pytest.raises(LedgerError, match="version") as error:
         Ledger(ledger.directory).load()
     assert "99" in str(error.value)
-    assert f"reads version {SCHEMA_VERSION}" in str(error.value)
+    assert f"reads versions 1, {SCHEMA_VERSION}" in str(error.value)
     assert str(ledger.previous_path) in str(error.value)
+
+
+def test_a_version_1_ledger_is_read_and_written_as_the_current_version(ledger: Ledger) -> None:
+    """Version 2 only added fields with defaults (task timeouts, the head's heartbeat)."""
+    data = json.loads(ledger.path.read_text())
+    data["schema_version"] = 1
+    data.pop("head", None)
+    for task in data["tasks"].values():
+        task.pop("timeouts", None)
+    ledger.path.write_text(json.dumps(data))
+    state = Ledger(ledger.directory).load()
+    assert state.schema_version == SCHEMA_VERSION
+    assert state.head is None
 
 
 def test_missing_ledger_is_a_ledger_error(tmp_path: Path) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from lasp2_hpc.ledger.events import (
+    CampaignFinished,
     CampaignStarted,
     LabelFinished,
     LabelRejected,
     MemberTrained,
     SegmentFinished,
     TaskFailed,
+    TasksRerun,
     TaskSubmitted,
+    TaskTimedOut,
 )
 from lasp2_hpc.ledger.machine import Policy, TransitionError, WalkerPolicy, apply, plan
 from lasp2_hpc.ledger.state import CampaignState, DatabaseEntry, WalkerRecord
@@ -189,3 +192,51 @@ def test_state_round_trips_through_json_and_checks_its_version() -> None:
     data["schema_version"] = 999
     with pytest.raises(ValueError, match="999"):
         CampaignState.from_dict(data)
+
+
+def test_a_timed_out_task_runs_again_and_fails_for_good_after_max_timeouts() -> None:
+    current = policy("sequential", max_attempts=1)
+    state = train(started(), current)
+    state, (segment,) = submit_all(state, current)
+    state = trigger(state, segment)
+    state, (label,) = submit_all(state, current)
+    stopped = TaskTimedOut(4.0, label.id, "block ends in 30 s", max_timeouts=2, job_id="77")
+    state = apply(state, stopped)
+    task = state.tasks[label.id]
+    assert (task.status, task.timeouts, task.failures, task.job_id) == ("timeout", 1, 0, "77")
+    # not a failure: retried although max_attempts is 1, with the same identity
+    assert [t.id for t in plan(state, current).tasks] == [label.id]
+    state, _ = submit_all(state, current)
+    state = apply(state, stopped)
+    task = state.tasks[label.id]
+    assert task.status == "failed" and "raise the walltime" in (task.error or "")
+    assert state.candidates[0].status == "rejected"
+
+
+def test_a_rerun_reopens_failed_work_and_a_finished_campaign() -> None:
+    current = policy("sequential", max_attempts=1, max_labels=5)
+    state = train(started(), current)
+    state, (segment,) = submit_all(state, current)
+    state = trigger(state, segment)
+    state, (label,) = submit_all(state, current)
+    state = apply(state, TaskFailed(4.0, label.id, "licence server down", final=True))
+    assert state.candidates[0].status == "rejected" and state.tasks[label.id].status == "failed"
+    state = apply(state, CampaignFinished(4.5, "every walker is done"))
+    handed_back = apply(state, TasksRerun(5.0, [label.id]))  # no array: the head retries it
+    assert handed_back.tasks[label.id].status == "pending" and not handed_back.finished
+    assert [t.id for t in plan(handed_back, current).tasks] == [label.id]
+    rerun = apply(state, TasksRerun(5.0, [label.id], job_id="123", executor="dft"))
+    task = rerun.tasks[label.id]
+    assert (task.status, task.job_id, task.executor, task.attempts) == ("rerun", "123", "dft", 2)
+    assert rerun.candidates[0].status == "labelling" and not rerun.finished
+    assert plan(rerun, current).tasks == []  # in flight: nothing new, not finished either
+    assert plan(rerun, current).finish_reason is None
+    entry = DatabaseEntry("x1", {"source": "oracle"})
+    repaired = apply(rerun, LabelFinished(6.0, label.id, "x1", entry, job_id="123_0"))
+    assert repaired.candidates[0].status == "labelled" and repaired.database[-1].hash == "x1"
+    assert repaired.tasks[label.id].job_id == "123_0"
+    # the repaired label is learnt: the next plan retrains on it
+    kinds = {t.kind for t in plan(repaired, current).tasks}
+    assert kinds == {"train"}
+    with pytest.raises(TransitionError, match="done"):
+        apply(repaired, TasksRerun(7.0, [label.id], job_id="124"))

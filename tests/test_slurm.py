@@ -145,3 +145,190 @@ def test_blocks_share_the_node_when_not_exclusive(slurm, tmp_path: Path) -> None
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True)
     assert len(set(nodes.stdout.split())) == 1, "this test needs the single-node local cluster"
     assert most_running == 2, "with exclusive: false two blocks should run at once on one node"
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def split_site(dft: dict) -> dict:
+    """Training and MD in the head's threads, labels as SLURM jobs: the DFT-on-CPU-nodes shape."""
+    return {
+        "name": "local-slurm-dft",
+        "executors": [
+            {"label": "head", "kind": "threads", "max_workers_per_node": 2},
+            slurm_site(
+                label="dft",
+                # the test oracles live in tests/: workers import them by name
+                worker_init=f"export PATH={Path(sys.executable).parent}:$PATH\n"
+                f"export PYTHONPATH={REPOSITORY}",
+                **dft,
+            )["executors"][0],
+        ],
+        "routing": {"train": "head", "md": "head", "label": "dft", "evaluate": "head"},
+    }
+
+
+def _events(directory: Path, kind: str) -> list[dict]:
+    from lasp2_hpc.ledger.store import read_journal
+
+    return [r for r in read_journal(directory / "events.jsonl") if r["kind"] == kind]
+
+
+def test_a_task_past_its_walltime_times_out_and_runs_again_on_a_new_block(
+    slurm, tmp_path: Path
+) -> None:
+    stall = tmp_path / "stall"
+    stall.write_text("")
+    directory = write_tiny_campaign(
+        tmp_path / "c",
+        site="site.yaml",
+        labelling={"max_labels": 1},
+        oracle={
+            "calculator": "python:tests.campaigns:StallOnceEMT",
+            "parameters": {"stall_file": str(stall)},
+        },
+    )
+    # 60 s blocks, tasks stopped 30 s before: the stalled label is stopped, not killed with the job
+    dft = {"walltime": "00:01:00", "walltime_margin": 30, "init_blocks": 0, "max_blocks": 1}
+    (directory / "site.yaml").write_text(yaml.safe_dump(split_site(dft)))
+    head = lasp2("run", str(directory), "-q")
+    try:
+        _, error = head.communicate(timeout=400)
+    finally:
+        if head.poll() is None:
+            head.kill()
+    assert head.returncode == 0, error[-3000:]
+    assert not stall.exists(), "the oracle never ran"
+    check_finished_campaign(directory)
+    state = read_ledger_file(directory / "ledger.json")
+    (label,) = [t for t in state.tasks.values() if t.kind == "label"]
+    assert (label.status, label.timeouts, label.failures) == ("done", 1, 0)
+    (stopped,) = _events(directory, "task_timed_out")
+    (finished,) = _events(directory, "label_finished")
+    assert "walltime margin" in stopped["message"]
+    # stopped in one block (job), finished in another
+    assert stopped["job_id"] and finished["job_id"] and stopped["job_id"] != finished["job_id"]
+    assert label.job_id == finished["job_id"]
+
+
+def _sacct_works() -> bool:
+    answer = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True)
+    return answer.returncode == 0
+
+
+def test_failed_labels_are_repaired_by_one_job_array(slurm, tmp_path: Path) -> None:
+    from .test_rerun import outage_campaign
+
+    outage = tmp_path / "outage"
+    directory = outage_campaign(tmp_path / "c", outage)
+    dft = {"walltime": "00:10:00", "walltime_margin": 60, "init_blocks": 0, "max_blocks": 1}
+    (directory / "site.yaml").write_text(yaml.safe_dump(split_site(dft)))
+    head = lasp2("run", str(directory), "-q")
+    _, error = head.communicate(timeout=400)
+    assert head.returncode == 0, error[-3000:]
+    state = read_ledger_file(directory / "ledger.json")
+    failed = [t.id for t in state.tasks.values() if t.kind == "label" and t.status == "failed"]
+    assert failed and state.finished
+    outage.unlink()  # the outage is over
+
+    rerun = lasp2(
+        "rerun",
+        str(directory),
+        "--kind",
+        "dft",
+        "--array",
+        "--max-concurrent",
+        "2",
+        "--poll",
+        "1",
+    )
+    output, error = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output + error
+    (submission_file,) = (directory / "reruns").glob("*/submission.json")
+    submission = yaml.safe_load(submission_file.read_text())
+    job = submission["job_id"]
+    assert f"submitted job array {job} to slurm: {len(failed)} tasks, at most 2 at once" in output
+    assert set(submission["task_ids"]) == set(failed)
+    script = (submission_file.parent / "array-rerun.slurm.sh").read_text()
+    assert f"#SBATCH --array=0-{len(failed) - 1}%2" in script
+    repaired = read_ledger_file(directory / "ledger.json")
+    for index, task_id in enumerate(submission["task_ids"]):
+        task = repaired.tasks[task_id]
+        assert (task.status, task.job_id) == ("done", f"{job}_{index}")
+        assert list((directory / task.work_dir).glob("rerun-*.sh")), "script not kept"
+    assert {c.status for c in repaired.candidates if c.task_id in failed} == {"labelled"}
+    if _sacct_works():
+        accounting = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-j", job, "-o", "JobID,State"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert sorted(accounting) == sorted(f"{job}_{i}|COMPLETED" for i in range(len(failed)))
+        assert "sacct:" in output
+    # ingested once: a second rerun or collect finds nothing and submits nothing
+    for arguments in (["--array"], ["--collect"]):
+        again = lasp2("rerun", str(directory), *arguments)
+        output, error = again.communicate(timeout=120)
+        assert again.returncode == 0, output + error
+    assert len(list((directory / "reruns").glob("*/submission.json"))) == 1
+    assert read_ledger_file(directory / "ledger.json") == repaired
+
+    # the campaign goes on and learns the repaired labels
+    head = lasp2("run", str(directory), "-q")
+    _, error = head.communicate(timeout=400)
+    assert head.returncode == 0, error[-3000:]
+    check_finished_campaign(directory)
+    final = read_ledger_file(directory / "ledger.json")
+    assert final.committees[-1].training_set_size == len(final.database)
+
+
+@pytest.mark.slow
+def test_daemon_runs_the_example_on_slurm_and_survives_kill_9(slurm, tmp_path: Path) -> None:
+    """Done-when of the HPC issue: au-surface with every task a SLURM job, the daemon killed
+    with SIGKILL mid-run and started again, no label lost or repeated."""
+    import os
+    import signal
+
+    from lasp2_hpc.campaign.daemon import head_state
+    from lasp2_hpc.cli.main import main
+
+    directory = tmp_path / "demo"
+    assert main(["init", str(directory), "--example", "au-surface"]) == 0
+    site = slurm_site(
+        walltime="00:30:00",
+        walltime_margin=60,
+        max_workers_per_node=2,
+        heartbeat_period=2,
+        heartbeat_threshold=10,
+    )
+    (directory / "site.yaml").write_text(yaml.safe_dump(site))
+    settings = yaml.safe_load((directory / "campaign.yaml").read_text())
+    settings["site"] = "site.yaml"
+    (directory / "campaign.yaml").write_text(yaml.safe_dump(settings))
+    assert main(["daemon", "start", str(directory)]) == 0
+    deadline = time.time() + 600
+    ledger = directory / "ledger.json"
+    while time.time() < deadline:
+        if ledger.exists() and len(read_ledger_file(ledger).labels()) >= 2:
+            break
+        time.sleep(1)
+    first = head_state(directory)
+    assert first.alive and first.pid, "the daemon stopped early"
+    blocks_before = {job for job, _ in _our_jobs()}
+    assert blocks_before, "no block job of the daemon in squeue"
+    os.kill(first.pid, signal.SIGKILL)
+    time.sleep(1)
+    dead = head_state(directory)
+    assert not dead.alive and "dead since" in dead.describe()
+    assert main(["daemon", "start", str(directory)]) == 0
+    # the new head cancels the blocks the killed one left behind
+    time.sleep(10)
+    queued = {job for job, _ in _our_jobs()}
+    assert not (blocks_before & queued), f"blocks of the killed head still queued: {queued}"
+    while head_state(directory).alive and time.time() < deadline + 300:
+        time.sleep(2)
+    check_finished_campaign(directory)
+    state = read_ledger_file(ledger)
+    assert all(t.job_id for t in state.tasks.values()), "a task ran outside a SLURM job"
+    assert state.head is not None and (state.head.stop_reason or "").startswith("campaign finished")

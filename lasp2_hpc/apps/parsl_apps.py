@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from lasp2_hpc.apps import tasks
-from lasp2_hpc.site.config import SiteConfig
-
-_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
-    "train": tasks.train_member_task,
-    "md": tasks.md_segment_task,
-    "label": tasks.label_task,
-    "evaluate": tasks.evaluate_task,
-}
+from lasp2_hpc.site.config import TASK_KINDS, SiteConfig
 
 
 # Parsl reserves the parameter names inputs, outputs, stdout, stderr, walltime: task functions take
@@ -27,8 +19,8 @@ class Apps:
 
         self.site = site
         self._apps = {
-            kind: python_app(function, executors=[site.routing[kind]], cache=False)
-            for kind, function in _FUNCTIONS.items()
+            kind: python_app(tasks.run_task, executors=[site.routing[kind]], cache=False)
+            for kind in TASK_KINDS
         }
 
     def executor_label(self, kind: str) -> str:
@@ -38,7 +30,4 @@ class Apps:
         self, kind: str, campaign_dir: str, task_dir: str, task_id: str, spec: dict[str, Any]
     ) -> Future[dict[str, Any]]:
         threads = self.site.executor(kind).threads_per_task
-        app = self._apps[kind]
-        if kind == "label":
-            return app(campaign_dir, task_dir, task_id, spec, threads)
-        return app(campaign_dir, task_dir, spec, threads)
+        return self._apps[kind](kind, campaign_dir, task_dir, task_id, spec, threads)

@@ -24,6 +24,7 @@ from lasp2_hpc.database.store import HASH_KEY, StructureDatabase, structure_hash
 from lasp2_hpc.engines import registry
 from lasp2_hpc.engines.base import OracleRejected, SegmentSpec
 from lasp2_hpc.ledger.store import JOURNAL_FILE, append_journal, read_journal
+from lasp2_hpc.site.job_environment import scheduler_job_id, task_deadline, walltime_guard
 
 LOGGER = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
@@ -38,7 +39,11 @@ def _limit_threads(threads: int) -> None:
 
 
 def run_idempotent(task_dir: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``compute`` once per task directory, whoever asks and however often."""
+    """Run ``compute`` once per task directory, whoever asks and however often.
+
+    ``compute`` runs under the block's walltime guard: it raises ``WalltimeReached`` rather than
+    being killed by the scheduler with nothing recorded. The result records the job that ran it.
+    """
     task_dir.mkdir(parents=True, exist_ok=True)
     result_path = task_dir / RESULT_FILE
     with FileLock(str(task_dir / "task.lock")):
@@ -46,7 +51,10 @@ def run_idempotent(task_dir: Path, compute: Callable[[], dict[str, Any]]) -> dic
             stored: dict[str, Any] = json.loads(result_path.read_text())
             stored["reused"] = True
             return stored
-        result = compute()
+        with walltime_guard(task_deadline()):
+            result = compute()
+        result["job_id"] = scheduler_job_id()
+        result["host"] = socket.gethostname()
         atomic_write_text(result_path, json.dumps(result, indent=1, default=float) + "\n")
         result["reused"] = False
         return result
@@ -191,3 +199,17 @@ def evaluate_task(
         return {"committee_version": spec["committee_version"], "probes": {}}
 
     return run_idempotent(work, compute)
+
+
+def run_task(
+    kind: str, campaign_dir: str, task_dir: str, task_id: str, spec: dict[str, Any], threads: int
+) -> dict[str, Any]:
+    """One task by kind: what a Parsl worker and a job-array element both run."""
+    if kind == "label":
+        return label_task(campaign_dir, task_dir, task_id, spec, threads)
+    functions: dict[str, Callable[..., dict[str, Any]]] = {
+        "train": train_member_task,
+        "md": md_segment_task,
+        "evaluate": evaluate_task,
+    }
+    return functions[kind](campaign_dir, task_dir, spec, threads)

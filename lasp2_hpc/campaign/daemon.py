@@ -1,12 +1,15 @@
 """`lasp2 daemon start|stop|status|logs`: the head process detached from the terminal.
 
 The daemon is `lasp2 run DIR` in a new session (it survives logout), with its output in
-`DIR/logs/daemon.log`. One head per campaign is enforced by `run.lock`; `run.json` names its pid
-and host and carries a heartbeat refreshed every few seconds.
+`DIR/logs/daemon.log`. One head per campaign is enforced by `run.lock`. Two heartbeats: `run.json`
+(pid, host, Parsl processes and block jobs, every loop of ~2 s; removed at a clean exit) and the
+ledger's ``head`` record (every 30 s, and at exit with the reason), which outlives the head, so
+that `lasp2 status` can say "dead since ..." of a head that was killed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -35,29 +39,56 @@ class HeadState:
     host: str | None = None
     started: float | None = None
     heartbeat: float | None = None
+    stopped: float | None = None  # a clean exit, from the ledger
+    stop_reason: str | None = None
+    heartbeat_interval: float = 30.0
 
     def describe(self) -> str:
         if self.pid is None:
-            return "no head process is running"
+            return (
+                "no head process has run this campaign yet"
+                if not self.alive
+                else ("head process alive (starting)")
+            )
         where = f"pid {self.pid} on {self.host}"
-        beat = (
-            f", heartbeat {time.time() - self.heartbeat:.0f} s ago"
-            if self.heartbeat is not None
-            else ""
-        )
+        age = time.time() - self.heartbeat if self.heartbeat is not None else None
+        beat = f", heartbeat {age:.0f} s ago" if age is not None else ""
         if self.alive:
-            return f"head process alive ({where}, since {time.ctime(self.started or 0)}{beat})"
+            text = f"head process alive ({where}, since {time.ctime(self.started or 0)}{beat})"
+            if age is not None and age > 3 * self.heartbeat_interval + 60:
+                text += "; WARNING: no heartbeat for a long time, is it hung?"
+            return text
+        if self.stopped is not None:
+            return (
+                f"no head process is running; the last one ({where}) stopped at "
+                f"{time.ctime(self.stopped)}: {self.stop_reason}"
+            )
         last = time.ctime(self.heartbeat) if self.heartbeat else "unknown"
-        return f"head process dead ({where}; last heartbeat {last}); start it again to resume"
+        return (
+            f"head process dead since about {last} ({where}, killed without stopping); "
+            "start it again to resume: `lasp2 daemon start DIR`"
+        )
+
+
+def _ledger_head(layout: CampaignLayout) -> dict[str, Any]:
+    from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, read_ledger_file
+
+    try:
+        head = read_ledger_file(layout.root / LEDGER_FILE).head
+    except LedgerError:
+        return {}
+    return dataclasses.asdict(head) if head is not None else {}
 
 
 def head_state(directory: str | Path) -> HeadState:
-    """From run.json and run.lock; takes the lock only for an instant, never while it is held."""
+    """From run.lock, run.json and the ledger; takes the lock only for an instant, never while
+    it is held."""
     layout = CampaignLayout(Path(directory).resolve())
     try:
         info = json.loads(layout.run_info.read_text())
     except (OSError, ValueError):
         info = {}
+    ledger_head = _ledger_head(layout)
     lock = FileLock(str(layout.run_lock), timeout=0)
     try:
         lock.acquire()
@@ -66,8 +97,26 @@ def head_state(directory: str | Path) -> HeadState:
     else:
         lock.release()
         alive = False
+    if alive and info:
+        return HeadState(
+            True, info.get("pid"), info.get("host"), info.get("started"), info.get("heartbeat")
+        )
+    if not ledger_head:
+        return HeadState(
+            alive, info.get("pid"), info.get("host"), info.get("started"), info.get("heartbeat")
+        )
+    if ledger_head.get("stopped") is None and info.get("pid") == ledger_head["pid"]:
+        # killed: run.json's heartbeat is the more recent one
+        ledger_head["heartbeat"] = max(ledger_head["heartbeat"], info.get("heartbeat") or 0)
     return HeadState(
-        alive, info.get("pid"), info.get("host"), info.get("started"), info.get("heartbeat")
+        alive,
+        ledger_head["pid"],
+        ledger_head["host"],
+        ledger_head["started"],
+        ledger_head["heartbeat"],
+        None if alive else ledger_head.get("stopped"),
+        ledger_head.get("stop_reason"),
+        ledger_head.get("heartbeat_interval", 30.0),
     )
 
 

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,14 +42,25 @@ from lasp2_hpc.ledger.events import (
     SegmentFinished,
     TaskFailed,
     TaskSubmitted,
+    TaskTimedOut,
     WalkerAdded,
 )
 from lasp2_hpc.ledger.machine import Plan, PlannedTask, Policy, WalkerPolicy, plan
-from lasp2_hpc.ledger.state import CampaignState, DatabaseEntry, TaskRecord, WalkerRecord
+from lasp2_hpc.ledger.state import (
+    IN_FLIGHT_TASK_STATUSES,
+    CampaignState,
+    DatabaseEntry,
+    HeadRecord,
+    TaskRecord,
+    WalkerRecord,
+)
 from lasp2_hpc.ledger.store import Ledger
 from lasp2_hpc.site.config import SiteConfig, find_site_config, load_site_config
+from lasp2_hpc.site.job_environment import WalltimeReached
+from lasp2_hpc.site.scheduler import cancel_jobs, scheduler_named
 
 LOGGER = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 30.0  # the head's heartbeat in the ledger (run.json's is every loop, ~2 s)
 
 
 class CampaignBusy(RuntimeError):
@@ -233,32 +244,69 @@ class Runner:
         self._run_info: dict[str, Any] = {}
         self._recorded_workers: list[int] = []
         self._stop_requested = False
+        self._last_beat = 0.0
 
     # -- lifetime ------------------------------------------------------------------------
 
-    def run(self) -> str:
-        """Run until the campaign finishes; returns why it finished."""
+    @contextlib.contextmanager
+    def holding_campaign(self) -> Iterator[None]:
+        """Hold ``run.lock``: no other head nor ``lasp2 rerun`` works on the campaign meanwhile."""
         try:
             self._run_lock.acquire()
         except Timeout:
             raise CampaignBusy(self._busy_message()) from None
-        previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            self._kill_leftovers()
-            self._write_run_info({})
-            self._prepare_ledger()
-            if self.ledger.state.finished:
-                return self.ledger.state.finish_reason or "finished"
-            self._check_stop()
-            self._start_parsl()
-            self._resubmit_in_flight()
-            return self._loop()
+            yield
         finally:
-            signal.signal(signal.SIGTERM, previous_handler)
-            self._stop_parsl()
-            with contextlib.suppress(FileNotFoundError):
-                self.layout.run_info.unlink()
             self._run_lock.release()
+
+    def run(self) -> str:
+        """Run until the campaign finishes; returns why it finished."""
+        with self.holding_campaign():
+            previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+            stop_reason = "stopped by an error (see logs/lasp2.log)"
+            try:
+                self._kill_leftovers()
+                self._write_run_info({})
+                self._prepare_ledger()
+                self._beat()
+                if self.ledger.state.finished:
+                    stop_reason = "the campaign had finished already"
+                    return self.ledger.state.finish_reason or "finished"
+                self._check_stop()
+                self._start_parsl()
+                self._resubmit_in_flight()
+                reason = self._loop()
+                stop_reason = f"campaign finished: {reason}"
+                return reason
+            except Interrupted:
+                stop_reason = "stopped by SIGTERM"
+                raise
+            except KeyboardInterrupt:
+                stop_reason = "interrupted (Ctrl-C)"
+                raise
+            finally:
+                signal.signal(signal.SIGTERM, previous_handler)
+                self._stop_parsl()
+                if self.ledger.ready:
+                    self._beat(stopped=stop_reason)
+                with contextlib.suppress(FileNotFoundError):
+                    self.layout.run_info.unlink()
+
+    def _beat(self, stopped: str | None = None) -> None:
+        """The heartbeat in the ledger, for `lasp2 status`: alive, or dead since when and why."""
+        now = time.time()
+        head = HeadRecord(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started=self._run_info.get("started", now),
+            heartbeat=now,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            stopped=now if stopped else None,
+            stop_reason=stopped,
+        )
+        self.ledger.set_head(head)
+        self._last_beat = now
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         # Stop at the next safe point: never in the middle of a ledger write.
@@ -295,6 +343,12 @@ class Runner:
         info: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
             info = json.loads(self.layout.run_info.read_text())
+        for provider, job_ids in info.get("block_jobs", {}).items():
+            # Scheduler job ids are valid on every login node of the cluster.
+            scheduler = scheduler_named(provider)
+            if scheduler is not None and job_ids:
+                LOGGER.info("cancelling %s blocks %s left by a killed head", provider, job_ids)
+                cancel_jobs(scheduler, [str(j) for j in job_ids])
         if info.get("host") != socket.gethostname():
             info = {}  # process ids of another host mean nothing here
         for pid in info.get("interchange_pids", []):
@@ -333,6 +387,21 @@ class Runner:
         self._dfk = parsl.load(parsl_config(self.campaign.site, self.layout.parsl_dir))
         self.apps = Apps(self.campaign.site)
         self._record_parsl_processes()
+
+    def _block_jobs(self) -> dict[str, list[str]]:
+        """Scheduler jobs of the blocks still alive, by provider: cancelled if this head dies."""
+        jobs: dict[str, list[str]] = {}
+        by_label = {e.label: e for e in self.campaign.site.executors}
+        for label, executor in self._dfk.executors.items():
+            settings = by_label.get(label)
+            provider = getattr(executor, "provider", None)
+            if settings is None or provider is None or settings.provider == "local":
+                continue
+            for job_id, job in getattr(provider, "resources", {}).items():
+                status = job.get("status")
+                if status is None or not getattr(status, "terminal", False):
+                    jobs.setdefault(settings.provider, []).append(str(job_id))
+        return jobs
 
     def _record_parsl_processes(self) -> None:
         interchanges, workers = [], []
@@ -382,7 +451,9 @@ class Runner:
             if not self._recorded_workers:
                 self._record_parsl_processes()
             else:
-                self._write_run_info({})  # heartbeat
+                self._write_run_info({"block_jobs": self._block_jobs()})  # fast heartbeat
+            if time.time() - self._last_beat >= HEARTBEAT_SECONDS:
+                self._beat()
 
     def _finished(self, current: Plan) -> bool:
         return current.finish_reason is not None and not self.futures
@@ -393,7 +464,7 @@ class Runner:
 
     def _resubmit_in_flight(self) -> None:
         for task in list(self.ledger.state.tasks.values()):
-            if task.status in ("submitted", "running"):
+            if task.status in IN_FLIGHT_TASK_STATUSES:
                 LOGGER.info("resubmitting %s, in flight when the head stopped", task.id)
                 self._submit(PlannedTask(task.id, task.kind, task.inputs, task.work_dir))
 
@@ -413,18 +484,40 @@ class Runner:
         self.futures[future] = task.id
 
     def _collect(self, task_id: str, future: concurrent.futures.Future[dict[str, Any]]) -> None:
-        task = self.ledger.state.tasks[task_id]
         try:
             result = future.result()
         except Exception as error:
-            final = task.failures + 1 >= self.policy.max_attempts
-            LOGGER.error("task %s failed (%s): %s", task_id, "final" if final else "retry", error)
-            message = f"{type(error).__name__}: {error}"
-            rollbacks = self.campaign.settings.convergence.max_rollbacks
-            self._record(TaskFailed(time.time(), task_id, message, final, rollbacks))
+            self.record_error(task_id, error)
             return
+        self.record_result(task_id, result)
+
+    def record_error(
+        self,
+        task_id: str,
+        error: BaseException,
+        job_id: str | None = None,
+        final: bool | None = None,
+    ) -> None:
+        """A task that raised: stopped at its walltime (run again), or failed (retry or final)."""
+        task = self.ledger.state.tasks[task_id]
+        rollbacks = self.campaign.settings.convergence.max_rollbacks
+        if isinstance(error, WalltimeReached):
+            LOGGER.warning("task %s stopped at its walltime margin: %s", task_id, error)
+            limit = self.campaign.settings.max_timeouts
+            job = error.job_id or job_id
+            self._record(TaskTimedOut(time.time(), task_id, str(error), limit, rollbacks, job))
+            return
+        if final is None:
+            final = task.failures + 1 >= self.policy.max_attempts
+        LOGGER.error("task %s failed (%s): %s", task_id, "final" if final else "retry", error)
+        message = f"{type(error).__name__}: {error}"
+        self._record(TaskFailed(time.time(), task_id, message, final, rollbacks, job_id))
+
+    def record_result(self, task_id: str, result: dict[str, Any]) -> None:
+        task = self.ledger.state.tasks[task_id]
+        job_id = result.get("job_id")
         if task.kind == "train":
-            self._record(MemberTrained(time.time(), task_id, result["metrics"]))
+            self._record(MemberTrained(time.time(), task_id, result["metrics"], job_id))
         elif task.kind == "md":
             self._record(self._segment_event(task, result))
         elif task.kind == "label":
@@ -450,6 +543,7 @@ class Runner:
             converge_after=self.campaign.settings.convergence.steps_without_trigger,
             dedup_steps=self.campaign.settings.labelling.dedup_steps,
             max_rollbacks=self.campaign.settings.convergence.max_rollbacks,
+            job_id=result.get("job_id"),
         )
 
     def _near_duplicate(self, walker: str, structure: str) -> str | None:
@@ -459,12 +553,17 @@ class Runner:
         trigger = ase.io.read(self.layout.root / structure, format="extxyz")
         assert not isinstance(trigger, list)
         latest = self.ledger.state.latest_ready_committee()
-        trained = {e.hash for e in self.ledger.state.database[: latest.training_set_size]} if (
-            latest
-        ) else set()  # fmt: skip
+        trained = (
+            {e.hash for e in self.ledger.state.database[: latest.training_set_size]}
+            if (latest)
+            else set()
+        )
         for candidate in self.ledger.state.candidates:
-            if candidate.walker != walker or candidate.status not in ("pending", "labelling",
-                                                                       "labelled"):  # fmt: skip
+            if candidate.walker != walker or candidate.status not in (
+                "pending",
+                "labelling",
+                "labelled",
+            ):
                 continue
             if candidate.id in trained:
                 continue
@@ -478,7 +577,14 @@ class Runner:
         candidate = self.ledger.state.candidate(task.inputs["candidate"])
         if "rejected" in result:
             rollbacks = self.campaign.settings.convergence.max_rollbacks
-            return LabelRejected(time.time(), task.id, candidate.id, result["rejected"], rollbacks)
+            return LabelRejected(
+                time.time(),
+                task.id,
+                candidate.id,
+                result["rejected"],
+                rollbacks,
+                result.get("job_id"),
+            )
         labelled = ase.io.read(self.layout.root / result["structure"], format="extxyz")
         assert not isinstance(labelled, list)
         labelled.info[HASH_KEY] = candidate.id
@@ -496,7 +602,7 @@ class Runner:
         labelled.info.update({f"lasp2_{k}": v for k, v in provenance.items() if k != "parameters"})
         self.database.add([labelled])
         entry = DatabaseEntry(candidate.id, provenance)
-        return LabelFinished(time.time(), task.id, candidate.id, entry)
+        return LabelFinished(time.time(), task.id, candidate.id, entry, result.get("job_id"))
 
 
 def minimum_image_rmsd(first: Atoms, second: Atoms) -> float:

@@ -133,6 +133,8 @@ class CampaignSettings:
     convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
     md_engine: str = "ase"
     max_attempts: int = 3  # a failed task is retried this many times in all
+    # a task stopped at its block's walltime margin runs again; this many stops fail it for good
+    max_timeouts: int = 3
 
     def __post_init__(self) -> None:
         if not self.elements:
@@ -144,6 +146,8 @@ class CampaignSettings:
             raise ValueError("walker names must be unique")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if self.max_timeouts < 1:
+            raise ValueError("max_timeouts must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

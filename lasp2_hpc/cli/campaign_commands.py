@@ -1,4 +1,5 @@
-"""``lasp2 init | run | status | validate``: a campaign from a shell."""
+"""``lasp2 init | run | status | validate | rerun | daemon | site | export``: a campaign from a
+shell."""
 
 from __future__ import annotations
 
@@ -52,6 +53,52 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--if-dead", action="store_true", help="do nothing when one is alive (for cron/scrontab)"
     )
     daemon_commands.choices["logs"].add_argument("-n", "--lines", type=int, default=40)
+
+    rerun = commands.add_parser(
+        "rerun",
+        help="run failed tasks again: as one scheduler job array (--array) or through the head",
+    )
+    rerun.add_argument("directory", type=Path)
+    rerun.add_argument(
+        "--kind",
+        action="append",
+        choices=("train", "md", "label", "dft", "evaluate"),
+        help="only tasks of this kind (repeatable; dft = label); default: every failed task",
+    )
+    rerun.add_argument(
+        "--ids",
+        nargs="+",
+        metavar="ID",
+        help="these tasks (ids or unique prefixes, from `lasp2 status`)",
+    )
+    rerun.add_argument(
+        "--array",
+        action="store_true",
+        help="submit them as ONE job array (sbatch --array / qsub -J) and ingest "
+        "the results; without it they are handed back to the head",
+    )
+    rerun.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="K",
+        help="at most K elements of the array run at once (%%K / -J ...%%K)",
+    )
+    rerun.add_argument(
+        "--no-wait", action="store_true", help="submit and return; collect later with --collect"
+    )
+    rerun.add_argument(
+        "--collect",
+        action="store_true",
+        help="submit nothing: wait for earlier arrays and ingest their results",
+    )
+    rerun.add_argument(
+        "--poll",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between squeue/qstat calls while waiting (default 10)",
+    )
+    rerun.set_defaults(handler=run_rerun)
 
     site = commands.add_parser("site", help="site configs")
     site_commands = site.add_subparsers(dest="site_command", required=True)
@@ -186,6 +233,39 @@ def run_status(arguments: argparse.Namespace) -> int:
     print(head_state(arguments.directory).describe())
     print(format_status(state))
     return 0
+
+
+def run_rerun(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.campaign.rerun import Rerun
+    from lasp2_hpc.campaign.runner import CampaignBusy, open_campaign
+    from lasp2_hpc.site.scheduler import SchedulerError
+
+    if arguments.max_concurrent is not None and arguments.max_concurrent < 1:
+        print("lasp2: error: --max-concurrent must be >= 1", file=sys.stderr)
+        return 2
+    campaign = open_campaign(arguments.directory)
+    os.umask(0o077)
+    try:
+        report = Rerun(campaign, lambda message: print(message, flush=True)).run(
+            kinds=[{"dft": "label"}.get(k, k) for k in arguments.kind or []],
+            ids=arguments.ids,
+            array=arguments.array,
+            max_concurrent=arguments.max_concurrent,
+            wait=not arguments.no_wait,
+            collect_only=arguments.collect,
+            poll_seconds=arguments.poll,
+        )
+    except CampaignBusy as error:
+        print(f"lasp2: {error}; stop it first (`lasp2 daemon stop DIR`)", file=sys.stderr)
+        return EXIT_BUSY
+    except LedgerError as error:
+        print(f"lasp2: error: {error}", file=sys.stderr)
+        return EXIT_LEDGER
+    except SchedulerError as error:
+        print(f"lasp2: error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 1 if report.failed else 0
 
 
 def run_export(arguments: argparse.Namespace) -> int:

@@ -53,6 +53,29 @@ class TaskFailed(Event):
     error: str = ""
     final: bool = False  # no attempts left
     max_rollbacks: int = 5
+    job_id: str | None = None
+
+
+@dataclass
+class TaskTimedOut(Event):
+    """A task stopped itself at its block's walltime margin; it runs again on another block."""
+
+    kind: ClassVar[str] = "task_timed_out"
+    task_id: str = ""
+    message: str = ""
+    max_timeouts: int = 3  # after this many, the task fails for good (its walltime is too short)
+    max_rollbacks: int = 5
+    job_id: str | None = None
+
+
+@dataclass
+class TasksRerun(Event):
+    """Tasks handed to one scheduler job array by ``lasp2 rerun``; the campaign is open again."""
+
+    kind: ClassVar[str] = "tasks_rerun"
+    task_ids: list[str] = field(default_factory=list)
+    job_id: str = ""
+    executor: str = ""
 
 
 @dataclass
@@ -60,6 +83,7 @@ class MemberTrained(Event):
     kind: ClassVar[str] = "member_trained"
     task_id: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    job_id: str | None = None
 
 
 @dataclass
@@ -78,6 +102,7 @@ class SegmentFinished(Event):
     converge_after: int = 0
     dedup_steps: int = 0
     max_rollbacks: int = 5
+    job_id: str | None = None
 
 
 @dataclass
@@ -86,6 +111,7 @@ class LabelFinished(Event):
     task_id: str = ""
     candidate_id: str = ""
     entry: DatabaseEntry = field(default_factory=lambda: DatabaseEntry("", {}))
+    job_id: str | None = None
 
 
 @dataclass
@@ -95,6 +121,7 @@ class LabelRejected(Event):
     candidate_id: str = ""
     reason: str = ""
     max_rollbacks: int = 5
+    job_id: str | None = None
 
 
 @dataclass
@@ -110,6 +137,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WalkerAdded,
         TaskSubmitted,
         TaskFailed,
+        TaskTimedOut,
+        TasksRerun,
         MemberTrained,
         SegmentFinished,
         LabelFinished,

@@ -30,11 +30,14 @@ from lasp2_hpc.ledger.events import (
     MemberTrained,
     SegmentFinished,
     TaskFailed,
+    TasksRerun,
     TaskSubmitted,
+    TaskTimedOut,
     WalkerAdded,
 )
 from lasp2_hpc.ledger.state import (
     ACTIVE_WALKER_STATUSES,
+    IN_FLIGHT_TASK_STATUSES,
     CampaignState,
     CandidateRecord,
     CommitteeRecord,
@@ -127,34 +130,87 @@ def _committee(
     return committee
 
 
+def _close(task: TaskRecord, time: float, job_id: str | None, status: str = "done") -> None:
+    task.status = status  # type: ignore[assignment]
+    task.updated = time
+    task.job_id = job_id
+
+
 def _task_failed(state: CampaignState, event: TaskFailed) -> None:
     task = _task(state, event.task_id)
-    task.status = "failed" if event.final else "pending"
+    _close(task, event.time, event.job_id, "failed" if event.final else "pending")
     task.failures += 1
     task.error = event.error
-    task.updated = event.time
-    if not event.final:
+    if event.final:
+        _fail_for_good(state, task, event.error, event.max_rollbacks)
+
+
+def _task_timed_out(state: CampaignState, event: TaskTimedOut) -> None:
+    task = _task(state, event.task_id)
+    task.timeouts += 1
+    task.error = event.message
+    if task.timeouts < event.max_timeouts:
+        _close(task, event.time, event.job_id, "timeout")
         return
+    _close(task, event.time, event.job_id, "failed")
+    message = (
+        f"stopped at its block's walltime {task.timeouts} times ({event.message}); "
+        "raise the walltime of its executor in the site config, or make the task smaller"
+    )
+    task.error = message
+    _fail_for_good(state, task, message, event.max_rollbacks)
+
+
+def _fail_for_good(state: CampaignState, task: TaskRecord, error: str, max_rollbacks: int) -> None:
     inputs = task.inputs
     if task.kind == "train":
         _committee(state, inputs["version"]).status = "failed"
         state.finished = True
         state.finish_reason = (
             f"training of committee v{inputs['version']} member {inputs['member']} failed "
-            f"after {task.attempts} attempts: {event.error}"
+            f"after {task.attempts} attempts: {error}"
         )
     elif task.kind == "md":
         state.walkers[inputs["walker"]].status = "failed"
     elif task.kind == "label":
-        _reject_candidate(
-            state, inputs["candidate"], f"oracle failed: {event.error}", event.max_rollbacks
-        )
+        _reject_candidate(state, inputs["candidate"], f"oracle failed: {error}", max_rollbacks)
+
+
+def _tasks_rerun(state: CampaignState, event: TasksRerun) -> None:
+    """Failed tasks get another go, in a job array (``job_id``) or from the head (no job id):
+    undo what their failure closed, with fresh counts of failures and walltime stops."""
+    for task_id in event.task_ids:
+        task = _task(state, task_id)
+        if task.status == "done":
+            raise TransitionError(f"task {task_id} is done; a rerun would compute it twice")
+        task.updated = event.time
+        task.failures = 0
+        task.timeouts = 0
+        if not event.job_id:
+            task.status = "pending"  # the head submits it again
+        else:
+            task.status = "rerun"
+            task.attempts += 1
+            task.job_id = event.job_id
+            task.executor = event.executor
+        inputs = task.inputs
+        if task.kind == "train":
+            _committee(state, inputs["version"]).status = "training"
+        elif task.kind == "md":
+            state.walkers[inputs["walker"]].status = "running"
+        elif task.kind == "label":
+            candidate = state.candidate(inputs["candidate"])
+            candidate.status = "labelling"
+            candidate.task_id = task.id
+            candidate.reason = None
+    if event.task_ids:
+        state.finished = False
+        state.finish_reason = None
 
 
 def _member_trained(state: CampaignState, event: MemberTrained) -> None:
     task = _task(state, event.task_id)
-    task.status = "done"
-    task.updated = event.time
+    _close(task, event.time, event.job_id)
     task.result = dict(event.metrics)
     committee = _committee(state, task.inputs["version"])
     for member in committee.members:
@@ -176,8 +232,7 @@ def _member_trained(state: CampaignState, event: MemberTrained) -> None:
 
 def _segment_finished(state: CampaignState, event: SegmentFinished) -> None:
     task = _task(state, event.task_id)
-    task.status = "done"
-    task.updated = event.time
+    _close(task, event.time, event.job_id)
     task.result = {"outcome": event.outcome, "last_gamma": event.last_gamma}
     walker = state.walkers[event.walker]
     walker.steps_done += event.steps_advanced
@@ -260,8 +315,7 @@ def _in_latest_training_set(state: CampaignState, structure_hash: str) -> bool:
 
 def _label_finished(state: CampaignState, event: LabelFinished) -> None:
     task = _task(state, event.task_id)
-    task.status = "done"
-    task.updated = event.time
+    _close(task, event.time, event.job_id)
     task.result = {"hash": event.entry.hash}
     candidate = state.candidate(event.candidate_id)
     candidate.status = "labelled"
@@ -274,8 +328,7 @@ def _label_finished(state: CampaignState, event: LabelFinished) -> None:
 
 def _label_rejected(state: CampaignState, event: LabelRejected) -> None:
     task = _task(state, event.task_id)
-    task.status = "done"
-    task.updated = event.time
+    _close(task, event.time, event.job_id)
     task.result = {"rejected": event.reason}
     _reject_candidate(state, event.candidate_id, event.reason, event.max_rollbacks)
 
@@ -309,6 +362,8 @@ _HANDLERS: dict[type[Event], Any] = {
     WalkerAdded: _walker_added,
     TaskSubmitted: _task_submitted,
     TaskFailed: _task_failed,
+    TaskTimedOut: _task_timed_out,
+    TasksRerun: _tasks_rerun,
     MemberTrained: _member_trained,
     SegmentFinished: _segment_finished,
     LabelFinished: _label_finished,
@@ -374,7 +429,7 @@ def planned(kind: TaskKind, inputs: dict[str, Any]) -> PlannedTask:
 
 
 def in_flight(state: CampaignState) -> list[TaskRecord]:
-    return [t for t in state.tasks.values() if t.status in ("submitted", "running")]
+    return [t for t in state.tasks.values() if t.status in IN_FLIGHT_TASK_STATUSES]
 
 
 def plan(state: CampaignState, policy: Policy) -> Plan:
@@ -383,7 +438,7 @@ def plan(state: CampaignState, policy: Policy) -> Plan:
     if state.finished:
         return result
     flying = in_flight(state)
-    retry = [t for t in state.tasks.values() if t.status == "pending"]
+    retry = [t for t in state.tasks.values() if t.status in ("pending", "timeout")]
     for task in retry:
         if task.failures < policy.max_attempts:
             result.tasks.append(PlannedTask(task.id, task.kind, task.inputs, task.work_dir))

@@ -12,16 +12,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Older versions this code reads (version 2 only added fields with defaults).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 TaskKind = Literal["train", "md", "label", "evaluate"]
-TaskStatus = Literal["pending", "submitted", "running", "done", "failed"]
+# timeout: stopped before its block's walltime, runs again; rerun: in a scheduler job array
+TaskStatus = Literal["pending", "submitted", "running", "timeout", "rerun", "done", "failed"]
 WalkerStatus = Literal["ready", "running", "waiting", "converged", "finished", "failed"]
 CandidateStatus = Literal["pending", "labelling", "labelled", "duplicate", "rejected"]
 CommitteeStatus = Literal["training", "ready", "failed"]
 
 # Statuses after which a task is not run again.
 FINAL_TASK_STATUSES = ("done", "failed")
+IN_FLIGHT_TASK_STATUSES = ("submitted", "running", "rerun")
 ACTIVE_WALKER_STATUSES = ("ready", "running", "waiting")
 
 
@@ -41,10 +45,11 @@ class TaskRecord:
     status: TaskStatus = "pending"
     attempts: int = 0  # submissions, including resubmissions after the head restarted
     failures: int = 0
+    timeouts: int = 0  # stopped at the walltime margin; counted apart from failures
     created: float = 0.0
     updated: float = 0.0
     executor: str = ""
-    job_id: str | None = None
+    job_id: str | None = None  # scheduler job that ran the last attempt (array: JOB_INDEX)
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -100,6 +105,19 @@ class DatabaseEntry:
 
 
 @dataclass
+class HeadRecord:
+    """The head process (``lasp2 run`` / the daemon): who, where, and its last sign of life."""
+
+    pid: int
+    host: str
+    started: float
+    heartbeat: float
+    heartbeat_interval: float
+    stopped: float | None = None  # set by a head that exits cleanly
+    stop_reason: str | None = None
+
+
+@dataclass
 class CampaignState:
     schema_version: int = SCHEMA_VERSION
     iteration: int = 0
@@ -110,6 +128,7 @@ class CampaignState:
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     candidates: list[CandidateRecord] = field(default_factory=list)
     database: list[DatabaseEntry] = field(default_factory=list)
+    head: HeadRecord | None = None
 
     def latest_ready_committee(self) -> CommitteeRecord | None:
         ready = [c for c in self.committees if c.status == "ready"]
@@ -134,9 +153,10 @@ class CampaignState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CampaignState:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise ValueError(
-                f"ledger schema version {version!r}; this lasp2_hpc reads version {SCHEMA_VERSION}"
+                f"ledger schema version {version!r}; this lasp2_hpc reads versions "
+                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}"
             )
         committees = [
             CommitteeRecord(
@@ -145,8 +165,9 @@ class CampaignState:
             )
             for c in data["committees"]
         ]
+        head = data.get("head")
         return cls(
-            schema_version=version,
+            schema_version=SCHEMA_VERSION,
             iteration=data["iteration"],
             finished=data["finished"],
             finish_reason=data["finish_reason"],
@@ -155,4 +176,5 @@ class CampaignState:
             tasks={k: TaskRecord(**v) for k, v in data["tasks"].items()},
             candidates=[CandidateRecord(**c) for c in data["candidates"]],
             database=[DatabaseEntry(**e) for e in data["database"]],
+            head=HeadRecord(**head) if head else None,
         )

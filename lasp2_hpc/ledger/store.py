@@ -6,6 +6,7 @@ so a reader sees the old ledger or the new one. The lock serialises writers that
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from filelock import FileLock
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.ledger.events import Event
 from lasp2_hpc.ledger.machine import apply
-from lasp2_hpc.ledger.state import CampaignState
+from lasp2_hpc.ledger.state import CampaignState, HeadRecord
 
 LOGGER = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ class Ledger:
         self.state = CampaignState()
         self._ready = False  # set by load() or create(): never write over a ledger not read
 
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
     def exists(self) -> bool:
         return self.path.exists()
 
@@ -123,6 +128,15 @@ class Ledger:
             self._write(new_state)
         self.state = new_state
         return new_state
+
+    def set_head(self, head: HeadRecord) -> None:
+        """The head's heartbeat: written to the ledger, not journaled (it is not an event)."""
+        if not self._ready:
+            raise LedgerError(f"{self.path} was not loaded; nothing is recorded")
+        new_state = dataclasses.replace(self.state, head=head)
+        with self.lock:
+            self._write(new_state)
+        self.state = new_state
 
     def _write(self, state: CampaignState) -> None:
         if self.path.exists():

@@ -42,6 +42,12 @@ def describe_site(site: SiteConfig, path: Path) -> str:
         if provider is not None:
             lines.append(f"provider: {provider!r}")
             lines.append(f"encrypted: {executor.encrypted}, address: {executor.address}")
+            if settings.provider != "local":
+                lines.append(
+                    f"walltime {settings.walltime}: tasks stop {settings.walltime_margin} s "
+                    f"before it ({settings.working_seconds()} s after the block starts, status "
+                    f"timeout); the block takes no new task after {settings.drain_seconds()} s"
+                )
             if settings.provider != "local" and executor.address.startswith("127."):
                 lines.append(
                     "WARNING: workers on compute nodes cannot reach a loopback address; set "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lasp2_hpc.schema import SettingsError, from_mapping, load_yaml_mapping
+from lasp2_hpc.site.job_environment import deadline_export_line
 
 TASK_KINDS = ("train", "md", "label", "evaluate")
 
@@ -36,6 +37,9 @@ class ExecutorSettings:
     account: str | None = None
     qos: str | None = None
     walltime: str = "01:00:00"
+    # Tasks stop this long before the block's walltime and are run again on another block
+    # (status timeout), and the block takes no new task after walltime - margin.
+    walltime_margin: int = 300  # s
     nodes_per_block: int = 1
     cores_per_node: int | None = None
     mem_per_node: int | None = None  # GB
@@ -61,6 +65,11 @@ class ExecutorSettings:
         parts = self.walltime.split(":")
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
             raise ValueError(f"walltime must be HH:MM:SS, got {self.walltime!r}")
+        if not 0 <= self.walltime_margin < self.walltime_seconds():
+            raise ValueError(
+                f"walltime_margin ({self.walltime_margin} s) must be >= 0 and shorter than the "
+                f"walltime ({self.walltime})"
+            )
         if not self.encrypted and self.provider != "local" and self.address != "127.0.0.1":
             raise ValueError(
                 "encrypted: false is allowed only on 127.0.0.1: the interchange port is reachable "
@@ -70,6 +79,27 @@ class ExecutorSettings:
     def walltime_seconds(self) -> int:
         hours, minutes, seconds = (int(p) for p in self.walltime.split(":"))
         return 3600 * hours + 60 * minutes + seconds
+
+    def working_seconds(self) -> int:
+        """How long after its start a block's tasks may run: walltime - walltime_margin."""
+        return self.walltime_seconds() - self.walltime_margin
+
+    def drain_seconds(self) -> int:
+        """When a block stops taking tasks, counted from its workers' start.
+
+        The workers start a little after the block's script, from which the task deadline counts:
+        draining a while before the deadline (a fifth of the working time, 5 to 60 s) makes sure
+        no task is handed to a block that has no time left for it.
+        """
+        working = self.working_seconds()
+        return max(1, working - min(60, max(5, working // 5)))
+
+    def block_worker_init(self) -> str:
+        """worker_init of a scheduler block: the task deadline first, then the site's lines."""
+        lines = [deadline_export_line(self.working_seconds())]
+        if self.worker_init.strip():
+            lines.append(self.worker_init)
+        return "\n".join(lines)
 
 
 @dataclass
@@ -156,7 +186,7 @@ def _slurm_provider(settings: ExecutorSettings) -> Any:
         max_blocks=settings.max_blocks,
         walltime=settings.walltime,
         scheduler_options=settings.scheduler_options,
-        worker_init=settings.worker_init,
+        worker_init=settings.block_worker_init(),
         exclusive=settings.exclusive,
         launcher=_launcher(settings.launcher),
     )
@@ -183,7 +213,7 @@ def _pbspro_provider(settings: ExecutorSettings) -> Any:
         queue=settings.partition,
         scheduler_options=settings.scheduler_options,
         select_options=":".join(select),
-        worker_init=settings.worker_init,
+        worker_init=settings.block_worker_init(),
         nodes_per_block=settings.nodes_per_block,
         cpus_per_node=settings.cores_per_node or 1,
         init_blocks=settings.init_blocks,
@@ -233,9 +263,11 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
                 init_blocks=1, min_blocks=1, max_blocks=1, worker_init=settings.worker_init
             )
             address = settings.address or "127.0.0.1"
+            drain_period = None
         else:
             provider = scheduler_provider(settings)
             address = settings.address or _login_node_address()
+            drain_period = settings.drain_seconds()
         executors.append(
             HighThroughputExecutor(
                 label=settings.label,
@@ -247,6 +279,7 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
                 heartbeat_period=settings.heartbeat_period,
                 heartbeat_threshold=settings.heartbeat_threshold,
                 poll_period=10,
+                drain_period=drain_period,  # a block takes no task it has no time left for
                 interchange_launch_cmd=[
                     sys.executable,
                     "-m",

@@ -1,0 +1,344 @@
+"""``lasp2 rerun``: failed tasks run again, as ONE scheduler job array or handed back to the head.
+
+With ``--array`` the tasks go into one ``sbatch --array`` (``qsub -J`` on PBS Pro) job whose
+element i runs task i of a manifest with the same task function a Parsl worker runs (idempotent:
+a task whose result exists is not computed again). ``lasp2 rerun`` then follows the array with
+``squeue``/``sacct`` (``qstat``) and ingests each element's result into the ledger once: a task
+leaves the ``rerun`` status when it is ingested, and only ``rerun`` tasks of that very job are.
+
+Files, in ``reruns/<time>-<job name>/``: manifest.json, the rendered script (also copied into each
+task's work directory), submission.json (job id), element-<i>.log and outcome-<i>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lasp2_hpc.apps.array_element import MANIFEST_FILE, outcome_path
+from lasp2_hpc.apps.tasks import RESULT_FILE
+from lasp2_hpc.atomic import atomic_write_text
+from lasp2_hpc.campaign.runner import Campaign, Runner
+from lasp2_hpc.ledger.events import TasksRerun
+from lasp2_hpc.ledger.state import TaskRecord
+from lasp2_hpc.site.config import ExecutorSettings
+from lasp2_hpc.site.job_environment import WalltimeReached
+from lasp2_hpc.site.scheduler import Scheduler, active_states, run_command, scheduler_for
+from lasp2_hpc.site.templates import render
+
+LOGGER = logging.getLogger(__name__)
+RERUNS_DIR = "reruns"
+SUBMISSION_FILE = "submission.json"
+
+
+class RerunError(ValueError):
+    """The rerun asked for cannot be done; nothing was submitted or changed."""
+
+
+class ArrayElementFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Submission:
+    directory: Path
+    job_id: str
+    scheduler: str
+    task_ids: list[str]
+    script: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "scheduler": self.scheduler,
+            "task_ids": self.task_ids,
+            "script": self.script.name,
+            "submitted": time.time(),
+        }
+
+
+@dataclass
+class RerunReport:
+    submitted: Submission | None = None
+    handed_back: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    still_running: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = []
+        if self.submitted:
+            lines.append(
+                f"job array {self.submitted.job_id} ({self.submitted.scheduler}, "
+                f"{len(self.submitted.task_ids)} elements): {self.submitted.directory}"
+            )
+        if self.handed_back:
+            lines.append(
+                f"{len(self.handed_back)} tasks handed back to the head: they run at the next "
+                "`lasp2 run` / `lasp2 daemon start`"
+            )
+        lines.append(
+            f"ingested: {len(self.done)} done, {len(self.timed_out)} stopped at the walltime, "
+            f"{len(self.failed)} failed"
+            + (f", {len(self.still_running)} still in the queue" if self.still_running else "")
+        )
+        lines += [f"  failed {task_id}: {error}" for task_id, error in self.failed.items()]
+        if self.still_running:
+            lines.append("collect them later with `lasp2 rerun DIR --collect`")
+        return "\n".join(lines)
+
+
+def select_tasks(
+    tasks: dict[str, TaskRecord], kinds: Iterable[str] | None, ids: Iterable[str] | None
+) -> list[TaskRecord]:
+    """Named tasks (ids or unique prefixes), else every task that failed for good."""
+    kinds = set(kinds or [])
+    if ids:
+        chosen = []
+        for name in ids:
+            matches = [t for t in tasks.values() if t.id == name or t.id.startswith(name)]
+            if len(matches) != 1:
+                found = "no task" if not matches else f"{len(matches)} tasks"
+                raise RerunError(
+                    f"{found} with id {name!r} in the ledger; `lasp2 status` lists them"
+                )
+            task = matches[0]
+            if task.status == "done":
+                raise RerunError(f"task {task.id} is done; its result is in the ledger already")
+            if task.status in ("submitted", "running", "rerun"):
+                raise RerunError(f"task {task.id} is {task.status}; wait for it")
+            chosen.append(task)
+    else:
+        chosen = [t for t in tasks.values() if t.status == "failed"]
+    return [t for t in chosen if not kinds or t.kind in kinds]
+
+
+def _job_name(campaign: Campaign) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", campaign.layout.root.name)[:40] or "campaign"
+    return f"lasp2-rerun-{name}"
+
+
+class Rerun:
+    def __init__(self, campaign: Campaign, say: Callable[[str], None] | None = None) -> None:
+        self.campaign = campaign
+        self.runner = Runner(campaign)
+        self.ledger = self.runner.ledger
+        self.say = say or (lambda message: None)
+
+    # -- the command ---------------------------------------------------------------------
+
+    def run(
+        self,
+        kinds: list[str] | None = None,
+        ids: list[str] | None = None,
+        array: bool = False,
+        max_concurrent: int | None = None,
+        wait: bool = True,
+        collect_only: bool = False,
+        poll_seconds: float = 5.0,
+    ) -> RerunReport:
+        report = RerunReport()
+        with self.runner.holding_campaign():
+            self.ledger.load()
+            # Arrays of an earlier, interrupted `lasp2 rerun`: ingest what they finished first.
+            self.collect(report, wait=wait and collect_only, poll_seconds=poll_seconds)
+            if collect_only:
+                return report
+            tasks = select_tasks(self.ledger.state.tasks, kinds, ids)
+            if not tasks:
+                self.say(
+                    "nothing to rerun: no task failed for good"
+                    + (f" among kinds {', '.join(kinds)}" if kinds else "")
+                )
+                return report
+            if not array:
+                task_ids = [t.id for t in tasks]
+                self.ledger.record(TasksRerun(time.time(), task_ids))
+                report.handed_back = task_ids
+                return report
+            report.submitted = self.submit(tasks, max_concurrent)
+            self.collect(report, wait=wait, poll_seconds=poll_seconds)
+        return report
+
+    # -- submission ----------------------------------------------------------------------
+
+    def _executor(self, tasks: list[TaskRecord]) -> ExecutorSettings:
+        site = self.campaign.site
+        labels = {site.routing[t.kind] for t in tasks}
+        if len(labels) > 1:
+            raise RerunError(
+                f"the tasks run on different executors ({', '.join(sorted(labels))}); one job "
+                "array has one shape: rerun one kind at a time with --kind"
+            )
+        return site.executor(tasks[0].kind)
+
+    def submit(self, tasks: list[TaskRecord], max_concurrent: int | None) -> Submission:
+        settings = self._executor(tasks)
+        scheduler = scheduler_for(settings)
+        root = self.campaign.layout.root
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        directory = root / RERUNS_DIR / f"{stamp}-{tasks[0].kind}"
+        suffix = 1
+        while directory.exists():
+            suffix += 1
+            directory = root / RERUNS_DIR / f"{stamp}-{tasks[0].kind}-{suffix}"
+        directory.mkdir(parents=True)
+        manifest = directory / MANIFEST_FILE
+        elements = [
+            {
+                "task_id": t.id,
+                "kind": t.kind,
+                "task_dir": str(root / t.work_dir),
+                "spec": t.inputs,
+                "threads": settings.threads_per_task,
+            }
+            for t in tasks
+        ]
+        atomic_write_text(
+            manifest, json.dumps({"campaign_dir": str(root), "elements": elements}, indent=1)
+        )
+        directives = scheduler.array_directives(
+            settings, _job_name(self.campaign), len(tasks), max_concurrent
+        )
+        script = directory / scheduler.template
+        script.write_text(
+            render(
+                scheduler.template,
+                {
+                    "directives": "\n".join(directives),
+                    "worker_init": settings.block_worker_init(),
+                    "campaign_dir": root,
+                    "python": sys.executable,
+                    "manifest": manifest,
+                },
+            )
+        )
+        script.chmod(0o700)
+        for task in tasks:  # the script that ran each task, kept where its outputs are
+            shutil.copy2(script, root / task.work_dir / f"rerun-{directory.name}.sh")
+        job_id = scheduler.parse_job_id(run_command(scheduler.submit_argv(script, directory)))
+        submission = Submission(directory, job_id, scheduler.name, [t.id for t in tasks], script)
+        atomic_write_text(directory / SUBMISSION_FILE, json.dumps(submission.to_dict()) + "\n")
+        self.ledger.record(TasksRerun(time.time(), submission.task_ids, job_id, settings.label))
+        self.say(
+            f"submitted job array {job_id} to {scheduler.name}: {len(tasks)} tasks"
+            + (f", at most {max_concurrent} at once" if max_concurrent else "")
+            + f"; script {script}"
+        )
+        return submission
+
+    # -- following and ingesting ---------------------------------------------------------
+
+    def _submissions(self) -> list[Submission]:
+        found = []
+        for path in sorted((self.campaign.layout.root / RERUNS_DIR).glob(f"*/{SUBMISSION_FILE}")):
+            data = json.loads(path.read_text())
+            found.append(
+                Submission(
+                    path.parent,
+                    data["job_id"],
+                    data["scheduler"],
+                    data["task_ids"],
+                    path.parent / data["script"],
+                )
+            )
+        return found
+
+    def collect(self, report: RerunReport, wait: bool, poll_seconds: float = 5.0) -> None:
+        """Ingest the arrays whose tasks the ledger still shows as ``rerun``."""
+        for submission in self._submissions():
+            waiting = [
+                t
+                for t in submission.task_ids
+                if self.ledger.state.tasks[t].status == "rerun"
+                and self.ledger.state.tasks[t].job_id == submission.job_id
+            ]
+            if not waiting:
+                continue  # ingested already: never twice
+            settings = self._executor([self.ledger.state.tasks[t] for t in waiting])
+            scheduler = scheduler_for(settings)
+            if not self._wait(scheduler, submission, wait, poll_seconds):
+                report.still_running += waiting
+                continue
+            self._report_accounting(scheduler, submission)
+            self._ingest(submission, waiting, scheduler, report)
+
+    def _wait(
+        self, scheduler: Scheduler, submission: Submission, wait: bool, poll_seconds: float
+    ) -> bool:
+        """Whether the array is over (after waiting for it, when ``wait``)."""
+        last = None
+        while True:
+            states = active_states(scheduler, submission.job_id)
+            if not states:
+                return True
+            if not wait:
+                return False
+            counts: dict[str, int] = {}
+            for state in states.values():
+                counts[state] = counts.get(state, 0) + 1
+            summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            if summary != last:
+                self.say(f"job array {submission.job_id}: {summary}")
+                last = summary
+            time.sleep(poll_seconds)
+
+    def _report_accounting(self, scheduler: Scheduler, submission: Submission) -> None:
+        """sacct's view of the finished array, in the log (only where accounting runs)."""
+        accounting = getattr(scheduler, "accounting_argv", None)
+        if accounting is None:
+            return
+        try:
+            output = run_command(accounting(submission.job_id))
+        except Exception as error:  # accounting is optional on a cluster
+            LOGGER.info("sacct unavailable: %s", error)
+            return
+        states = scheduler.parse_states(output, submission.job_id)
+        if states:
+            shown = ", ".join(f"{job} {state}" for job, state in sorted(states.items()))
+            self.say(f"sacct: {shown}")
+
+    def _ingest(
+        self,
+        submission: Submission,
+        waiting: list[str],
+        scheduler: Scheduler,
+        report: RerunReport,
+    ) -> None:
+        root = self.campaign.layout.root
+        manifest = submission.directory / MANIFEST_FILE
+        for index, task_id in enumerate(submission.task_ids):
+            if task_id not in waiting:
+                continue
+            task = self.ledger.state.tasks[task_id]
+            element = scheduler.element_job_id(submission.job_id, index)
+            result_path = root / task.work_dir / RESULT_FILE
+            outcome: dict[str, Any] = {}
+            if outcome_path(manifest, index).exists():
+                outcome = json.loads(outcome_path(manifest, index).read_text())
+            if result_path.exists():
+                result = json.loads(result_path.read_text())
+                result.setdefault("job_id", element)
+                self.runner.record_result(task_id, result)
+                report.done.append(task_id)
+            elif outcome.get("status") == "timeout":
+                self.runner.record_error(task_id, WalltimeReached(outcome["message"], element))
+                report.timed_out.append(task_id)
+            else:
+                log = submission.directory / f"element-{index}.log"
+                error = outcome.get("error") or (
+                    f"ended without a result (killed by the scheduler, or never started?); "
+                    f"see {log}"
+                )
+                failure = ArrayElementFailed(f"array element {element}: {error}")
+                self.runner.record_error(task_id, failure, element, final=True)
+                report.failed[task_id] = str(failure)
