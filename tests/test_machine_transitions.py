@@ -240,3 +240,32 @@ def test_a_rerun_reopens_failed_work_and_a_finished_campaign() -> None:
     assert kinds == {"train"}
     with pytest.raises(TransitionError, match="done"):
         apply(repaired, TasksRerun(7.0, [label.id], job_id="124"))
+
+
+def test_properties_are_measured_once_with_the_oracle_then_per_ready_committee() -> None:
+    from lasp2_hpc.ledger.events import PropertiesEvaluated
+
+    probes = [{"name": "surface_100", "kind": "surface_energy", "facet": "100"}]
+    current = policy(probes=probes, oracle_inputs={"oracle": "ase", "calculator": "emt"})
+    state = started()
+    first = plan(state, current).tasks
+    (reference,) = [t for t in first if t.kind == "evaluate"]
+    assert reference.inputs["target"] == "reference" and reference.inputs["calculator"] == "emt"
+    for task in first:
+        state = apply(state, TaskSubmitted(1.0, task.record()))
+    for task in first:
+        if task.kind == "train":
+            state = apply(state, MemberTrained(2.0, task.id, {}))
+    # committee v0 is ready, but is measured only at the reference's lattice constants
+    assert not [t for t in plan(state, current).tasks if t.kind == "evaluate"]
+    values = {"surface_100": {"mean": 0.64, "spread": 0.0, "unit": "J/m^2"}}
+    state = apply(state, PropertiesEvaluated(3.0, reference.id, None, values, {"Au-fcc": 4.06}))
+    assert state.reference_lattice_constants == {"Au-fcc": 4.06}
+    (measure,) = [t for t in plan(state, current).tasks if t.kind == "evaluate"]
+    assert measure.inputs["committee_version"] == 0
+    assert measure.inputs["lattice_constants"] == {"Au-fcc": 4.06}
+    state = apply(state, TaskSubmitted(4.0, measure.record()))
+    assert not [t for t in plan(state, current).tasks if t.kind == "evaluate"]  # in flight
+    state = apply(state, PropertiesEvaluated(5.0, measure.id, 0, values))
+    assert state.committees[0].properties == values
+    assert not [t for t in plan(state, current).tasks if t.kind == "evaluate"]  # never twice

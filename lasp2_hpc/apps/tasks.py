@@ -191,12 +191,31 @@ def _journal_oracle_call(
 def evaluate_task(
     campaign_dir: str, task_dir: str, spec: dict[str, Any], threads: int = 1
 ) -> dict[str, Any]:
-    """Hook for the property probes (surface energies, bulk modulus) of a committee version."""
-    work = Path(task_dir)
+    """Control properties (surface energies, bulk modulus...) of one committee, or of the oracle
+    (``target: reference``: also fits the lattice constants every committee is measured at)."""
+    from lasp2_hpc.hdnnp.committee import Committee
+    from lasp2_hpc.properties import probes
+    from lasp2_hpc.schema import from_mapping
+
+    campaign, work = Path(campaign_dir), Path(task_dir)
+    settings = [
+        from_mapping(probes.PropertySettings, p, prefix="properties.") for p in spec["probes"]
+    ]
 
     def compute() -> dict[str, Any]:
         _limit_threads(threads)
-        return {"committee_version": spec["committee_version"], "probes": {}}
+        if spec["target"] == "reference":
+            oracle = registry.oracle(spec["oracle"], spec["calculator"], spec["parameters"])
+            models: probes.Models = probes.OracleModels(oracle, work / "oracle")
+            lattice = probes.reference_lattice_constants(models, settings)
+        else:
+            models = probes.CommitteeModels(Committee.load(campaign / spec["committee"]))
+            lattice = dict(spec["lattice_constants"])
+        return {
+            "committee_version": spec.get("committee_version"),
+            "properties": probes.evaluate_properties(models, settings, lattice),
+            "lattice_constants": lattice,
+        }
 
     return run_idempotent(work, compute)
 

@@ -64,6 +64,12 @@ oracle:
 
 convergence:
   steps_without_trigger: 600    # a walker this long without a trigger is converged
+
+# Control properties, with every committee and once with the oracle (`lasp2 status`, `lasp2 report`)
+properties:
+  - {name: surface_100, kind: surface_energy, facet: "100"}   # J/m², unrelaxed, 8 layers
+  - {name: surface_111, kind: surface_energy, facet: "111"}
+  - {name: bulk_modulus_bcc, kind: bulk_modulus, phase: bcc}   # GPa, Birch–Murnaghan, a0 ± 3 %
 """
 
 

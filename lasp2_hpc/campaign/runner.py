@@ -39,6 +39,7 @@ from lasp2_hpc.ledger.events import (
     LabelFinished,
     LabelRejected,
     MemberTrained,
+    PropertiesEvaluated,
     SegmentFinished,
     TaskFailed,
     TaskSubmitted,
@@ -156,6 +157,7 @@ def build_policy(campaign: Campaign) -> Policy:
             "calculator": settings.oracle.calculator,
             "parameters": settings.oracle.parameters,
         },
+        probes=[asdict(p) for p in settings.properties],
     )
 
 
@@ -522,6 +524,16 @@ class Runner:
             self._record(self._segment_event(task, result))
         elif task.kind == "label":
             self._record(self._label_event(task, result))
+        elif task.kind == "evaluate":
+            event = PropertiesEvaluated(
+                time.time(),
+                task_id,
+                result["committee_version"],
+                result["properties"],
+                result["lattice_constants"],
+                job_id,
+            )
+            self._record(event)
 
     def _segment_event(self, task: TaskRecord, result: dict[str, Any]) -> SegmentFinished:
         walker_name = task.inputs["walker"]

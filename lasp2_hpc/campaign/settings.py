@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.properties.probes import PropertySettings
 from lasp2_hpc.schema import SettingsError, from_mapping, load_yaml_mapping
 
 CAMPAIGN_FILE = "campaign.yaml"
@@ -132,6 +133,8 @@ class CampaignSettings:
     oracle: OracleSettings = field(default_factory=OracleSettings)
     convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
     md_engine: str = "ase"
+    # control properties computed with every committee and once with the oracle (reference)
+    properties: list[PropertySettings] = field(default_factory=list)
     max_attempts: int = 3  # a failed task is retried this many times in all
     # a task stopped at its block's walltime margin runs again; this many stops fail it for good
     max_timeouts: int = 3
@@ -148,6 +151,9 @@ class CampaignSettings:
             raise ValueError("max_attempts must be >= 1")
         if self.max_timeouts < 1:
             raise ValueError("max_timeouts must be >= 1")
+        names = [p.name for p in self.properties]
+        if len(set(names)) != len(names):
+            raise ValueError("properties names must be unique")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

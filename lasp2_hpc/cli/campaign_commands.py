@@ -100,6 +100,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     rerun.set_defaults(handler=run_rerun)
 
+    report = commands.add_parser(
+        "report", help="figures (PNG) and a one-page Markdown report of a campaign"
+    )
+    report.add_argument("directory", type=Path)
+    report.add_argument("-o", "--output", type=Path, help="where to write (default DIR/report)")
+    report.add_argument(
+        "--complete-database",
+        type=Path,
+        metavar="CAMPAIGN",
+        help="another campaign (e.g. trained on a complete database): its newest committee's "
+        "control properties are drawn as the dashed reference",
+    )
+    report.add_argument(
+        "--no-model-errors",
+        action="store_true",
+        help="skip the RMSE of every committee on the database (the slow part on big campaigns)",
+    )
+    report.set_defaults(handler=run_report)
+
     site = commands.add_parser("site", help="site configs")
     site_commands = site.add_subparsers(dest="site_command", required=True)
     check = site_commands.add_parser(
@@ -218,7 +237,39 @@ def format_status(state: CampaignState) -> str:
         candidates[candidate.status] = candidates.get(candidate.status, 0) + 1
     if candidates:
         lines += ["", "candidates: " + ", ".join(f"{n} {s}" for s, n in sorted(candidates.items()))]
+    lines += format_properties(state)
     return "\n".join(lines)
+
+
+def format_properties(state: CampaignState) -> list[str]:
+    """Control properties per committee: mean ± spread over the members, error vs the oracle."""
+    reference = state.reference_properties
+    if reference is None:
+        return []
+    lines = ["", "control properties: committee mean ± spread (error vs the oracle)"]
+    lines.append(
+        "  oracle: "
+        + ", ".join(
+            f"{name} {value['mean']:.4g} {value['unit']}" for name, value in reference.items()
+        )
+    )
+    for committee in state.committees:
+        if not committee.properties:
+            continue
+        shown = []
+        for name, value in committee.properties.items():
+            if value["mean"] is None:
+                shown.append(f"{name} -")
+                continue
+            known = reference.get(name, {}).get("mean")
+            error = f" ({value['mean'] - known:+.3g})" if known is not None else ""
+            members = len(value["values"])
+            partial = (
+                f" [{value['valid']} of {members} members]" if value["valid"] < members else ""
+            )
+            shown.append(f"{name} {value['mean']:.4g} ± {value['spread']:.2g}{error}{partial}")
+        lines.append(f"  v{committee.version:<3d} " + ", ".join(shown))
+    return lines
 
 
 def run_status(arguments: argparse.Namespace) -> int:
@@ -266,6 +317,23 @@ def run_rerun(arguments: argparse.Namespace) -> int:
         return 2
     print(report.summary())
     return 1 if report.failed else 0
+
+
+def run_report(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.report.document import write_report
+
+    try:
+        path = write_report(
+            arguments.directory,
+            arguments.output,
+            arguments.complete_database,
+            model_errors=not arguments.no_model_errors,
+        )
+    except LedgerError as error:
+        print(f"lasp2: error: {error}", file=sys.stderr)
+        return EXIT_LEDGER
+    print(f"wrote {path} and its figures")
+    return 0
 
 
 def run_export(arguments: argparse.Namespace) -> int:

@@ -158,6 +158,10 @@ class AseOracle:
         self.parameters = dict(parameters)
         make_ase_calculator(name, parameters)  # fail early on bad parameters
 
+    def ase_calculator(self) -> Calculator:
+        """A fresh calculator of this oracle (for the relaxations of the property probes)."""
+        return make_ase_calculator(self.name, self.parameters)
+
     def label(self, atoms: Atoms, work_dir: Path) -> Atoms:
         labelled = atoms.copy()
         labelled.calc = make_ase_calculator(self.name, self.parameters)

@@ -125,6 +125,19 @@ class LabelRejected(Event):
 
 
 @dataclass
+class PropertiesEvaluated(Event):
+    """Control properties computed with a committee, or with the oracle (``committee_version``
+    None: the reference, with its lattice constants)."""
+
+    kind: ClassVar[str] = "properties_evaluated"
+    task_id: str = ""
+    committee_version: int | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    lattice_constants: dict[str, float] = field(default_factory=dict)
+    job_id: str | None = None
+
+
+@dataclass
 class CampaignFinished(Event):
     kind: ClassVar[str] = "campaign_finished"
     reason: str = ""
@@ -143,6 +156,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SegmentFinished,
         LabelFinished,
         LabelRejected,
+        PropertiesEvaluated,
         CampaignFinished,
     )
 }

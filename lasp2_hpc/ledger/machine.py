@@ -28,6 +28,7 @@ from lasp2_hpc.ledger.events import (
     LabelFinished,
     LabelRejected,
     MemberTrained,
+    PropertiesEvaluated,
     SegmentFinished,
     TaskFailed,
     TasksRerun,
@@ -352,6 +353,16 @@ def _reject_candidate(
         _roll_back(walker, max_rollbacks)
 
 
+def _properties_evaluated(state: CampaignState, event: PropertiesEvaluated) -> None:
+    task = _task(state, event.task_id)
+    _close(task, event.time, event.job_id)
+    if event.committee_version is None:
+        state.reference_properties = copy.deepcopy(event.properties)
+        state.reference_lattice_constants = dict(event.lattice_constants)
+    else:
+        _committee(state, event.committee_version).properties = copy.deepcopy(event.properties)
+
+
 def _campaign_finished(state: CampaignState, event: CampaignFinished) -> None:
     state.finished = True
     state.finish_reason = event.reason
@@ -368,6 +379,7 @@ _HANDLERS: dict[type[Event], Any] = {
     SegmentFinished: _segment_finished,
     LabelFinished: _label_finished,
     LabelRejected: _label_rejected,
+    PropertiesEvaluated: _properties_evaluated,
     CampaignFinished: _campaign_finished,
 }
 
@@ -397,6 +409,7 @@ class Policy:
     walkers: dict[str, WalkerPolicy] = field(default_factory=dict)
     md_inputs: dict[str, Any] = field(default_factory=dict)  # thresholds, driver member
     oracle_inputs: dict[str, Any] = field(default_factory=dict)
+    probes: list[dict[str, Any]] = field(default_factory=list)  # control properties
 
 
 @dataclass
@@ -447,6 +460,7 @@ def plan(state: CampaignState, policy: Policy) -> Plan:
     latest = state.latest_ready_committee()
     training = state.training_committee()
 
+    result.tasks += _evaluation_tasks(state, policy)
     if not state.committees:
         result.tasks += _training_tasks(state, policy, version=0)
         return result
@@ -530,6 +544,39 @@ def _training_tasks(state: CampaignState, policy: Policy, version: int) -> list[
         }
         tasks.append(planned("train", inputs))
     return tasks
+
+
+def _evaluation_tasks(state: CampaignState, policy: Policy) -> list[PlannedTask]:
+    """The oracle's reference values once, then the properties of every ready committee."""
+    if not policy.probes:
+        return []
+    evaluated = {
+        t.inputs.get("committee_version", "reference")
+        for t in state.tasks.values()
+        if t.kind == "evaluate"
+    }
+    if "reference" not in evaluated:
+        return [
+            planned(
+                "evaluate", {"target": "reference", "probes": policy.probes, **policy.oracle_inputs}
+            )
+        ]
+    if state.reference_lattice_constants is None:
+        return []  # committees are measured at the reference's lattice constants
+    return [
+        planned(
+            "evaluate",
+            {
+                "target": "committee",
+                "committee_version": committee.version,
+                "committee": f"committees/v{committee.version:03d}",
+                "probes": policy.probes,
+                "lattice_constants": state.reference_lattice_constants,
+            },
+        )
+        for committee in state.committees
+        if committee.status == "ready" and committee.version not in evaluated
+    ]
 
 
 def _md_task(state: CampaignState, name: str, version: int, policy: Policy) -> PlannedTask:

@@ -69,6 +69,7 @@ class CommitteeRecord:
     status: CommitteeStatus
     training_set_size: int  # the first n database entries of the ledger
     members: list[MemberRecord] = field(default_factory=list)
+    properties: dict[str, Any] | None = None  # control properties: name -> mean, spread, values
 
 
 @dataclass
@@ -129,6 +130,9 @@ class CampaignState:
     candidates: list[CandidateRecord] = field(default_factory=list)
     database: list[DatabaseEntry] = field(default_factory=list)
     head: HeadRecord | None = None
+    # the control properties with the oracle, and its lattice constants: computed once
+    reference_properties: dict[str, Any] | None = None
+    reference_lattice_constants: dict[str, float] | None = None
 
     def latest_ready_committee(self) -> CommitteeRecord | None:
         ready = [c for c in self.committees if c.status == "ready"]
@@ -177,4 +181,6 @@ class CampaignState:
             candidates=[CandidateRecord(**c) for c in data["candidates"]],
             database=[DatabaseEntry(**e) for e in data["database"]],
             head=HeadRecord(**head) if head else None,
+            reference_properties=data.get("reference_properties"),
+            reference_lattice_constants=data.get("reference_lattice_constants"),
         )

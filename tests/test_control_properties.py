@@ -1,0 +1,105 @@
+"""Control properties: the probes against measured EMT values, and per committee in a campaign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from lasp2_hpc.campaign.runner import Runner, open_campaign
+from lasp2_hpc.cli.main import main
+from lasp2_hpc.hdnnp.committee import Committee
+from lasp2_hpc.ledger.store import read_ledger_file
+from lasp2_hpc.properties.probes import (
+    CalculatorModels,
+    CommitteeModels,
+    PropertySettings,
+    evaluate_properties,
+    reference_lattice_constants,
+)
+from lasp2_hpc.schema import SettingsError
+
+from .campaigns import write_tiny_campaign
+from .test_campaign_run import _with_thread_site
+
+PROBES = [
+    {"name": "surface_100", "kind": "surface_energy", "facet": "100"},
+    {"name": "surface_111", "kind": "surface_energy", "facet": "111"},
+    {"name": "bulk_modulus_bcc", "kind": "bulk_modulus", "phase": "bcc"},
+    {"name": "lattice_fcc", "kind": "lattice_constant"},
+]
+
+
+def test_probes_reproduce_the_measured_emt_values() -> None:
+    """Values measured independently with ASE's EMT (shared/reference-values.md)."""
+    probes = [PropertySettings(**p) for p in PROBES]
+    probes.append(
+        PropertySettings("relaxed_100", "surface_energy", facet="100", relax=True, fmax=1e-4)
+    )
+    models = CalculatorModels(EMT)
+    lattice = reference_lattice_constants(models, probes)
+    assert lattice["Au-fcc"] == pytest.approx(4.0562, abs=2e-3)
+    assert lattice["Au-bcc"] == pytest.approx(3.2251, abs=2e-3)
+    values = {k: v["mean"] for k, v in evaluate_properties(models, probes, lattice).items()}
+    assert values["surface_100"] == pytest.approx(0.640, abs=0.002)  # J/m²
+    assert values["surface_111"] == pytest.approx(0.537, abs=0.002)
+    assert values["relaxed_100"] == pytest.approx(0.5985, abs=0.002)
+    assert values["bulk_modulus_bcc"] == pytest.approx(169.73, rel=0.01)  # GPa, Birch–Murnaghan
+    assert values["lattice_fcc"] == pytest.approx(4.0562, abs=2e-3)
+
+
+def test_property_settings_errors_name_the_key(tmp_path: Path) -> None:
+    directory = write_tiny_campaign(
+        tmp_path / "c", properties=[{"name": "s", "kind": "surface_energy"}]
+    )
+    with pytest.raises(SettingsError, match=r"properties\[0\].*facet"):
+        open_campaign(directory)
+
+
+def test_each_committee_is_measured_against_the_oracle(tmp_path: Path, capsys) -> None:
+    directory = write_tiny_campaign(tmp_path / "c", site="site.yaml", properties=PROBES)
+    _with_thread_site(directory)
+    Runner(open_campaign(directory)).run()
+    state = read_ledger_file(directory / "ledger.json")
+    reference = state.reference_properties
+    assert reference is not None and state.reference_lattice_constants is not None
+    assert reference["surface_100"]["mean"] == pytest.approx(0.640, abs=0.002)
+    assert reference["surface_100"]["spread"] == 0.0  # one model
+    evaluated = [t for t in state.tasks.values() if t.kind == "evaluate"]
+    assert len(evaluated) == len(state.committees) + 1  # once the oracle, once per committee
+    for committee in state.committees:
+        assert committee.properties is not None, f"v{committee.version} not measured"
+        surface = committee.properties["surface_100"]
+        assert len(surface["values"]) == 2 and None not in surface["values"]
+        assert surface["spread"] == pytest.approx(np.std(surface["values"]))
+        assert surface["spread"] > 0, "two members with different seeds cannot agree exactly"
+    assert main(["status", str(directory)]) == 0
+    output = capsys.readouterr().out
+    assert "control properties" in output and "surface_100 0.6398 J/m^2" in output
+
+    # the probes build cells smaller than the cutoff: periodic images must be counted right
+    committee = Committee.load(directory / "committees" / "v000")
+    models = CommitteeModels(committee)
+    a = state.reference_lattice_constants["Au-fcc"]
+    primitive = models.energies(bulk("Au", "fcc", a=a))
+    cubic = models.energies(bulk("Au", "fcc", a=a, cubic=True).repeat(2)) / 32
+    np.testing.assert_allclose(primitive, cubic, rtol=0, atol=1e-9)
+
+    # the report: figures that are real images, and the numbers of the ledger in its table
+    assert main(["report", str(directory), "--complete-database", str(directory)]) == 0
+    report_dir = directory / "report"
+    import matplotlib.image
+
+    for name in ("gamma", "properties", "database", "errors"):
+        image = matplotlib.image.imread(report_dir / f"{name}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 400, name
+        assert image.std() > 0.01, f"{name}.png is blank"
+    text = (report_dir / "report.md").read_text()
+    oracle_row = " | ".join(f"{reference[name]['mean']:.4g}" for name in reference)
+    assert f"| oracle | | {oracle_row} |" in text
+    for committee in state.committees:
+        assert f"| v{committee.version} | {committee.training_set_size} |" in text
+    assert f"dashed band: the committee of `{directory}`" in text
