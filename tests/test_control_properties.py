@@ -103,3 +103,37 @@ def test_each_committee_is_measured_against_the_oracle(tmp_path: Path, capsys) -
     for committee in state.committees:
         assert f"| v{committee.version} | {committee.training_set_size} |" in text
     assert f"dashed band: the committee of `{directory}`" in text
+
+
+@pytest.mark.parametrize(
+    ("example", "walker_atoms", "initial_kinds"),
+    [
+        ("experiment-1", 24, {"fcc"}),
+        ("experiment-2", 24, {"fcc"}),
+        ("experiment-3", 36, {"fcc"}),
+        ("experiment-3-larger", 36, {"fcc", "100", "111"}),
+        ("complete-database", 36, {"fcc", "bcc", "100", "111"}),
+    ],
+)
+def test_experiments_are_ready_campaigns(
+    example: str, walker_atoms: int, initial_kinds: set[str], tmp_path: Path
+) -> None:
+    import ase.io
+
+    directory = tmp_path / example
+    assert main(["init", str(directory), "--example", example]) == 0
+    campaign = open_campaign(directory)  # valid, every file present
+    assert [p.name for p in campaign.settings.properties] == [
+        "surface_100",
+        "surface_111",
+        "bulk_modulus_bcc",
+    ]
+    complete = ase.io.read(directory / "database" / "complete.extxyz", index=":")
+    kinds = [str(s.info["kind"]) for s in complete]  # extxyz reads "100" back as a number
+    counts = {k: kinds.count(k) for k in ("fcc", "bcc", "100", "111")}
+    assert counts == {"fcc": 20, "bcc": 25, "100": 30, "111": 30}  # as in the original study
+    initial = ase.io.read(directory / "database" / "initial.extxyz", index=":")
+    assert {str(s.info["kind"]) for s in initial} == initial_kinds
+    assert len(initial) == sum(counts[k] for k in initial_kinds)
+    (walker,) = campaign.settings.walkers
+    assert len(ase.io.read(directory / str(walker.structure))) == walker_atoms

@@ -334,6 +334,14 @@ def test_array_scripts_rendered_exactly() -> None:
     assert pbs[-1].endswith('"${PBS_ARRAY_INDEX:-0}"')
 
 
+def test_block_status_comes_from_squeue_not_sacct() -> None:
+    """sacct lists a job only once slurmdbd recorded it: a block polled before would be lost."""
+    from lasp2_hpc.site.config import scheduler_provider
+
+    provider = scheduler_provider(executor())
+    assert provider._cmd.format("12,13") == "squeue --noheader --format='%i %t' --job '12,13'"
+
+
 def test_walltime_margin_drains_blocks_and_sets_the_task_deadline(tmp_path: Path) -> None:
     settings = executor(
         walltime="01:00:00", walltime_margin=300, max_workers_per_node=2, address="10.0.0.1"

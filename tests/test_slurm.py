@@ -306,6 +306,7 @@ def test_daemon_runs_the_example_on_slurm_and_survives_kill_9(slurm, tmp_path: P
     settings = yaml.safe_load((directory / "campaign.yaml").read_text())
     settings["site"] = "site.yaml"
     (directory / "campaign.yaml").write_text(yaml.safe_dump(settings))
+    earlier_jobs = {job for job, _ in _our_jobs()}  # of other tests, still ending
     assert main(["daemon", "start", str(directory)]) == 0
     deadline = time.time() + 600
     ledger = directory / "ledger.json"
@@ -315,7 +316,7 @@ def test_daemon_runs_the_example_on_slurm_and_survives_kill_9(slurm, tmp_path: P
         time.sleep(1)
     first = head_state(directory)
     assert first.alive and first.pid, "the daemon stopped early"
-    blocks_before = {job for job, _ in _our_jobs()}
+    blocks_before = {job for job, _ in _our_jobs()} - earlier_jobs
     assert blocks_before, "no block job of the daemon in squeue"
     os.kill(first.pid, signal.SIGKILL)
     time.sleep(1)

@@ -73,13 +73,20 @@ properties:
 """
 
 
-def _emt_md_snapshots(count: int, seed: int) -> list[Atoms]:
-    atoms = fcc_bulk()
+def _emt_md_snapshots(
+    count: int, seed: int, start: Atoms | None = None, temperature: float = 600.0
+) -> list[Atoms]:
+    atoms = fcc_bulk() if start is None else start
     rng = np.random.default_rng(seed)
     atoms.calc = EMT()
-    thermalize(atoms, 800, rng)
+    thermalize(atoms, 4 / 3 * temperature, rng)
     dynamics = Langevin(
-        atoms, 2.0 * units.fs, temperature_K=600, friction=0.02 / units.fs, fixcm=False, rng=rng
+        atoms,
+        2.0 * units.fs,
+        temperature_K=temperature,
+        friction=0.02 / units.fs,
+        fixcm=False,
+        rng=rng,
     )
     snapshots = []
     for _ in range(count):
@@ -98,6 +105,164 @@ def _extxyz(frames: list[Atoms]) -> str:
     return buffer.getvalue()
 
 
+# --------------------------------------------------------------------------------------------
+# The original study's experiments, with EMT as the oracle (set `oracle:` to run them with DFT)
+
+COMPLETE_DATABASE_COUNTS = {"fcc": 20, "bcc": 25, "100": 30, "111": 30}
+COMPLETE_DATABASE_TEMPERATURES = (300.0, 600.0, 900.0)  # K, MD snapshots at each in turn
+
+EXPERIMENT_YAML = """\
+# {title}
+# Reproduces an experiment of the original lasp2 study at laptop scale, EMT standing in for DFT.
+# For DFT, change oracle: (and site:) and nothing else.
+elements: [Au]
+site: local
+mode: sequential
+initial_database: {initial}
+
+committee:
+  size: 4
+  driver: 0
+  hdnnp:
+    cutoff: 6.0
+    radial: {{count: 12, r_min: 2.0, r_max: 5.8, eta: 2.0}}
+    angular: {{eta: [0.002, 0.02], zeta: [1, 4], lambdas: [-1, 1]}}
+    hidden_nodes: [15, 15]
+    training:
+      epochs: 60
+      lbfgs_iterations: 150
+      patience: 40
+
+walkers:
+  - name: {walker}
+    structure: structures/{walker}.extxyz
+    temperature: 400
+    timestep: 2.0
+    thermostat: {{kind: langevin, friction: 0.02}}
+    total_steps: {total_steps}
+    check_interval: 10
+    segment_steps: 200
+    seed: 7
+
+gamma:
+  trigger: {trigger}
+  upper: {upper}
+
+labelling:
+  labels_per_retrain: 1
+  max_labels: 15
+  max_iterations: 15
+
+oracle:
+  engine: ase
+  calculator: emt
+
+convergence:
+  steps_without_trigger: 600
+
+properties:
+  - {{name: surface_100, kind: surface_energy, facet: "100"}}
+  - {{name: surface_111, kind: surface_energy, facet: "111"}}
+  - {{name: bulk_modulus_bcc, kind: bulk_modulus, phase: bcc}}
+"""
+
+
+def complete_database(seed: int = 11) -> list[Atoms]:
+    """The original's complete database: 20 fcc, 25 bcc, 30 (100)-slab and 30 (111)-slab
+    structures, MD snapshots at 300, 600 and 900 K driven and labelled by EMT."""
+    from lasp2_hpc.examples.gold import BUILDERS
+
+    structures: list[Atoms] = []
+    for index, (kind, count) in enumerate(COMPLETE_DATABASE_COUNTS.items()):
+        per_temperature = np.array_split(np.arange(count), len(COMPLETE_DATABASE_TEMPERATURES))
+        for part, temperature in zip(per_temperature, COMPLETE_DATABASE_TEMPERATURES, strict=True):
+            frames = _emt_md_snapshots(
+                len(part), seed + 100 * index + int(temperature), BUILDERS[kind](), temperature
+            )
+            for frame in frames:
+                frame.info = {"kind": kind, "temperature": temperature}
+            structures += frames
+    return structures
+
+
+def _write_experiment(
+    directory: Path,
+    title: str,
+    walker: str,
+    kinds: tuple[str, ...],
+    total_steps: int = 1500,
+    trigger: float = 0.25,
+) -> None:
+    from lasp2_hpc.examples.gold import BUILDERS
+
+    everything = complete_database()
+    initial = [s for s in everything if s.info["kind"] in kinds]
+    upper = max(3.0, 2 * trigger)
+    text = EXPERIMENT_YAML.format(
+        upper=upper,
+        title=title,
+        initial="database/initial.extxyz",
+        walker=walker,
+        total_steps=total_steps,
+        trigger=trigger,
+    )
+    atomic_write_text(directory / CAMPAIGN_FILE, text)
+    atomic_write_text(directory / "database" / "initial.extxyz", _extxyz(initial))
+    atomic_write_text(directory / "database" / "complete.extxyz", _extxyz(everything))
+    start = BUILDERS[walker.removeprefix("au")]()
+    start.info.clear()
+    atomic_write_text(directory / "structures" / f"{walker}.extxyz", _extxyz([start]))
+
+
+def write_experiment_1(directory: Path) -> None:
+    _write_experiment(
+        directory,
+        "Experiment 1: from 20 fcc structures, a walker on Au(100) at 400 K",
+        "au100",
+        ("fcc",),
+    )
+
+
+def write_experiment_2(directory: Path) -> None:
+    _write_experiment(
+        directory,
+        "Experiment 2: from 20 fcc structures, a walker on Au(111) at 400 K",
+        "au111",
+        ("fcc",),
+    )
+
+
+def write_experiment_3(directory: Path) -> None:
+    _write_experiment(
+        directory,
+        "Experiment 3: from 20 fcc structures, a walker in bcc Au at 400 K",
+        "aubcc",
+        ("fcc",),
+    )
+
+
+def write_experiment_3_larger(directory: Path) -> None:
+    _write_experiment(
+        directory,
+        "Experiment 3, larger start: fcc, (100) and (111) structures, a walker in bcc Au at 400 K",
+        "aubcc",
+        ("fcc", "100", "111"),
+    )
+
+
+def write_complete_database(directory: Path) -> None:
+    """A committee trained on the whole complete database: the dashed reference of the figures.
+    Its walker only makes the campaign measure the committee (its trigger is never reached)."""
+    _write_experiment(
+        directory,
+        "The complete-database model: a committee trained on all 105 structures",
+        "aubcc",
+        ("fcc", "bcc", "100", "111"),
+        total_steps=200,
+        trigger=100.0,
+    )
+
+
 def write_au_surface(directory: Path) -> None:
     atomic_write_text(directory / CAMPAIGN_FILE, AU_SURFACE_YAML)
     atomic_write_text(directory / "database" / "initial.extxyz", _extxyz(_emt_md_snapshots(20, 1)))
@@ -106,7 +271,14 @@ def write_au_surface(directory: Path) -> None:
     atomic_write_text(directory / "structures" / "au100.extxyz", _extxyz([slab]))
 
 
-EXAMPLES = {"au-surface": write_au_surface}
+EXAMPLES = {
+    "au-surface": write_au_surface,
+    "experiment-1": write_experiment_1,
+    "experiment-2": write_experiment_2,
+    "experiment-3": write_experiment_3,
+    "experiment-3-larger": write_experiment_3_larger,
+    "complete-database": write_complete_database,
+}
 
 
 def write_example(directory: str | Path, name: str) -> Path:

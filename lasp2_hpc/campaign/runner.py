@@ -452,8 +452,8 @@ class Runner:
                 self._collect(self.futures.pop(future), future)
             if not self._recorded_workers:
                 self._record_parsl_processes()
-            else:
-                self._write_run_info({"block_jobs": self._block_jobs()})  # fast heartbeat
+            # fast heartbeat, with the block jobs a restarted head must cancel if this one dies
+            self._write_run_info({"block_jobs": self._block_jobs()})
             if time.time() - self._last_beat >= HEARTBEAT_SECONDS:
                 self._beat()
 

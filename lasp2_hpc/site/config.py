@@ -165,9 +165,18 @@ def _launcher(name: str) -> Any:
 
 def _slurm_provider(settings: ExecutorSettings) -> Any:
     from parsl.providers import SlurmProvider
+    from parsl.providers.slurm.slurm import squeue_translate_table
 
     class PolledSlurmProvider(SlurmProvider):
-        """Parsl's SlurmProvider polls squeue every 60 s, fixed; here the site config says."""
+        """Parsl's SlurmProvider polls every 60 s, fixed; here the site config says. And it asks
+        squeue, never sacct: where accounting runs, Parsl would use sacct, which does not list a
+        job until slurmdbd has recorded it; a block polled in that gap is taken for finished,
+        its workers for lost, and every task of the executor fails (seen on the local SLURM)."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._cmd = "squeue --noheader --format='%i %t' --job '{0}'"
+            self._translate_table = squeue_translate_table
 
         @property
         def status_polling_interval(self) -> int:
