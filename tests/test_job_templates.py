@@ -363,3 +363,16 @@ def test_walltime_margin_drains_blocks_and_sets_the_task_deadline(tmp_path: Path
             },
             tmp_path / "site.yaml",
         )
+
+
+def test_the_interchange_address_can_be_given_by_interface(tmp_path: Path) -> None:
+    config = parsl_config(SiteConfig("s", [executor(interface="lo")]), tmp_path)
+    assert config.executors[0].address == "127.0.0.1"
+    with pytest.raises(ValueError, match=r"interface 'nope0' has no address.*ip -brief address"):
+        parsl_config(SiteConfig("s", [executor(interface="nope0")]), tmp_path)
+    with pytest.raises(SettingsError, match="address or interface, not both"):
+        from_mapping(
+            SiteConfig,
+            {"name": "s", "executors": [{"label": "a", "address": "10.0.0.1", "interface": "ib0"}]},
+            tmp_path / "site.yaml",
+        )

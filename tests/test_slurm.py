@@ -242,8 +242,15 @@ def test_failed_labels_are_repaired_by_one_job_array(slurm, tmp_path: Path) -> N
         "--poll",
         "1",
     )
+    from lasp2_hpc.campaign.daemon import head_state
+
+    seen_holding = False
+    while rerun.poll() is None and not seen_holding:
+        seen_holding = "lasp2 rerun holds the campaign" in head_state(directory).describe()
+        time.sleep(0.2)
     output, error = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, output + error
+    assert seen_holding, "lasp2 status did not say that a rerun held the campaign"
     (submission_file,) = (directory / "reruns").glob("*/submission.json")
     submission = yaml.safe_load(submission_file.read_text())
     job = submission["job_id"]

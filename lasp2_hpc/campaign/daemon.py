@@ -42,8 +42,14 @@ class HeadState:
     stopped: float | None = None  # a clean exit, from the ledger
     stop_reason: str | None = None
     heartbeat_interval: float = 30.0
+    command: str | None = None  # "lasp2 rerun" when a rerun holds the campaign
 
     def describe(self) -> str:
+        if self.alive and self.command:
+            return (
+                f"{self.command} holds the campaign (pid {self.pid} on {self.host}, since "
+                f"{time.ctime(self.started or 0)}); no head process runs meanwhile"
+            )
         if self.pid is None:
             return (
                 "no head process has run this campaign yet"
@@ -99,7 +105,12 @@ def head_state(directory: str | Path) -> HeadState:
         alive = False
     if alive and info:
         return HeadState(
-            True, info.get("pid"), info.get("host"), info.get("started"), info.get("heartbeat")
+            True,
+            info.get("pid"),
+            info.get("host"),
+            info.get("started"),
+            info.get("heartbeat"),
+            command=info.get("command"),
         )
     if not ledger_head:
         return HeadState(

@@ -12,13 +12,16 @@ task's work directory), submission.json (job id), element-<i>.log and outcome-<i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import shutil
+import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +150,7 @@ class Rerun:
         poll_seconds: float = 5.0,
     ) -> RerunReport:
         report = RerunReport()
-        with self.runner.holding_campaign():
+        with self.runner.holding_campaign(), self._announced():
             self.ledger.load()
             # Arrays of an earlier, interrupted `lasp2 rerun`: ingest what they finished first.
             self.collect(report, wait=wait and collect_only, poll_seconds=poll_seconds)
@@ -168,6 +171,24 @@ class Rerun:
             report.submitted = self.submit(tasks, max_concurrent)
             self.collect(report, wait=wait, poll_seconds=poll_seconds)
         return report
+
+    @contextlib.contextmanager
+    def _announced(self) -> Iterator[None]:
+        """run.json says who holds the campaign, so `lasp2 status` does not show a head."""
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "heartbeat": time.time(),
+            "command": "lasp2 rerun",
+        }
+        path = self.campaign.layout.run_info
+        atomic_write_text(path, json.dumps(info) + "\n")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     # -- submission ----------------------------------------------------------------------
 

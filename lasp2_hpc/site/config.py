@@ -53,6 +53,8 @@ class ExecutorSettings:
     status_polling_interval: int = 10  # s between squeue calls
     # Where compute nodes reach the interchange; 127.0.0.1 only when everything runs on this host
     address: str | None = None
+    # or the login node's network interface the compute nodes reach (e.g. ib0): its address
+    interface: str | None = None
     encrypted: bool = True  # CurveZMQ between interchange and workers; tasks travel as pickles
 
     def __post_init__(self) -> None:
@@ -70,6 +72,8 @@ class ExecutorSettings:
                 f"walltime_margin ({self.walltime_margin} s) must be >= 0 and shorter than the "
                 f"walltime ({self.walltime})"
             )
+        if self.address and self.interface:
+            raise ValueError("give address or interface, not both")
         if not self.encrypted and self.provider != "local" and self.address != "127.0.0.1":
             raise ValueError(
                 "encrypted: false is allowed only on 127.0.0.1: the interchange port is reachable "
@@ -239,6 +243,20 @@ def scheduler_provider(settings: ExecutorSettings) -> Any:
     return _slurm_provider(settings)
 
 
+def _interface_address(settings: ExecutorSettings) -> str | None:
+    if not settings.interface:
+        return None
+    from parsl.addresses import address_by_interface
+
+    try:
+        return str(address_by_interface(settings.interface))
+    except OSError as error:
+        raise ValueError(
+            f"executor {settings.label!r}: interface {settings.interface!r} has no address on this "
+            f"host ({error}); `ip -brief address` lists the interfaces"
+        ) from None
+
+
 def _login_node_address() -> str:
     """An address of this host that compute nodes can reach (its name resolved)."""
     import socket
@@ -275,7 +293,7 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
             drain_period = None
         else:
             provider = scheduler_provider(settings)
-            address = settings.address or _login_node_address()
+            address = settings.address or _interface_address(settings) or _login_node_address()
             drain_period = settings.drain_seconds()
         executors.append(
             HighThroughputExecutor(
