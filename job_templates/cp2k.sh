@@ -1,7 +1,7 @@
 #!/bin/bash
 # One CP2K single point (a label task). Rendered by lasp2_hpc from job_templates/cp2k.sh and kept
 # in the task's work directory: `bash cp2k.sh` there repeats the call exactly.
-set -uo pipefail
+set -o pipefail  # no -u: site lines (conda activate) may read unset variables
 {{> walltime-guard.sh }}
 cd {{ work_dir }} || exit 2
 # the site's environment for CP2K (module loads), from the site config

@@ -1,7 +1,7 @@
 #!/bin/bash
 # One MD segment with LAMMPS. Rendered by lasp2_hpc from job_templates/lammps.sh and kept in the
 # segment's work directory: `bash lammps.sh` there repeats the run exactly.
-set -uo pipefail
+set -o pipefail  # no -u: site lines (conda activate) may read unset variables
 {{> walltime-guard.sh }}
 cd {{ work_dir }} || exit 2
 # the site's environment for LAMMPS (module loads), from the site config

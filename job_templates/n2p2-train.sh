@@ -1,7 +1,7 @@
 #!/bin/bash
 # Training of one committee member with n2p2: nnp-scaling, then nnp-train. Rendered by lasp2_hpc
 # from job_templates/n2p2-train.sh and kept in the member's work directory.
-set -uo pipefail
+set -o pipefail  # no -u: site lines (conda activate) may read unset variables
 {{> walltime-guard.sh }}
 cd {{ work_dir }} || exit 2
 # the site's environment for n2p2 (module loads), from the site config

@@ -190,6 +190,29 @@ def test_python_tasks_stop_at_the_deadline() -> None:
     assert (copy.message, copy.job_id, str(copy)) == ("stopped", "12_3", "stopped")
 
 
+def test_nested_guards_keep_the_outer_deadline() -> None:
+    started = time.time()
+    with pytest.raises(WalltimeReached), walltime_guard(time.time() + 1):
+        with walltime_guard(time.time() + 20):
+            pass  # the inner guard ends at once: the outer one's alarm must still fire
+        time.sleep(10)
+    assert time.time() - started < 5
+
+
+def test_a_script_stopped_at_the_deadline_has_finished_writing(
+    tmp_path: Path, stand_in: Path, monkeypatch
+) -> None:
+    """Under the task's Python guard, the script's own `timeout` stops the program and lets it
+    end cleanly; only then is the task a timeout (no program left writing in its directory)."""
+    program = "bash -c 'trap \"sleep 1; echo clean > stopped.txt; exit 143\" TERM; sleep 60 & wait'"
+    script = render_into(tmp_path / "w", "vasp.sh", {"command": program})
+    deadline = time.time() + 2
+    monkeypatch.setenv(DEADLINE_VARIABLE, str(int(deadline)))
+    with pytest.raises(WalltimeReached), walltime_guard(deadline):
+        run_job_script(script)
+    assert (tmp_path / "w" / "stopped.txt").read_text() == "clean\n"
+
+
 def test_scheduler_job_id() -> None:
     assert scheduler_job_id({"SLURM_JOB_ID": "42"}) == "42"
     array = {"SLURM_JOB_ID": "44", "SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": "2"}
@@ -258,6 +281,16 @@ def test_slurm_array_directives_and_commands_exactly() -> None:
         "--output=/c d/r/element-%a.log",
         "/c d/s.sh",
     ]
+    assert (
+        slurm.submit_argv(Path("/a%b/s.sh"), Path("/a%b/r"))[2] == "--output=/a%%b/r/element-%a.log"
+    )
+    assert slurm.lookup_argv("lasp2-c-x") == [
+        "squeue",
+        "--noheader",
+        "--name",
+        "lasp2-c-x",
+        "--format=%F",
+    ]
     assert slurm.parse_job_id("1234;cluster\n") == "1234"
     with pytest.raises(SchedulerError, match="not a job id"):
         slurm.parse_job_id("sbatch: error: Batch job submission failed")
@@ -301,7 +334,18 @@ def test_pbspro_array_directives_and_commands_exactly() -> None:
     assert not any(line.startswith("#PBS -J") for line in single)  # PBS refuses 1-subjob arrays
     assert pbs.submit_argv(Path("/c/s.sh"), Path("/c/r")) == ["qsub", "-o", "/c/r/", "/c/s.sh"]
     assert pbs.parse_job_id("1234[].pbs01\n") == "1234[].pbs01"
-    assert pbs.state_argv("1234[].pbs01") == ["qstat", "-t", "-x", "-F", "json", "1234[].pbs01"]
+    assert pbs.state_argv("1234[].pbs01") == [
+        "qstat",
+        "-f",
+        "-F",
+        "json",
+        "-t",
+        "-x",
+        "1234[].pbs01",
+    ]
+    with pytest.raises(SchedulerError, match="not JSON"):  # never taken for "no job left"
+        pbs.parse_states("qstat: conflicting options", "1234[].pbs01")
+    assert pbs.lookup_argv("lasp2-c-x") == ["qselect", "-N", "lasp2-c-x"]
     answer = '{"Jobs": {"1234[0].pbs01": {"job_state": "X"}, "1234[1].pbs01": {"job_state": "R"}}}'
     assert pbs.parse_states(answer, "1234[].pbs01") == {"1234[0].pbs01": "X", "1234[1].pbs01": "R"}
     assert pbs.cancel_argv(["1234[].pbs01"]) == ["qdel", "1234[].pbs01"]
@@ -376,3 +420,38 @@ def test_the_interchange_address_can_be_given_by_interface(tmp_path: Path) -> No
             {"name": "s", "executors": [{"label": "a", "address": "10.0.0.1", "interface": "ib0"}]},
             tmp_path / "site.yaml",
         )
+
+
+def test_a_task_held_by_another_run_waits_only_until_the_deadline(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A `lasp2 rerun` array element may hold a task for hours: a Parsl worker waiting for it
+    stops at its own deadline (a timeout), not when the scheduler kills its block."""
+    import subprocess
+    import sys
+
+    from lasp2_hpc.apps.tasks import run_idempotent
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; "
+            f"lock = FileLock({str(tmp_path / 'task.lock')!r}); lock.acquire(); print('held', "
+            "flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv(DEADLINE_VARIABLE, str(time.time() + 1.5))
+        started = time.time()
+        with pytest.raises(WalltimeReached, match="another run of the same task"):
+            run_idempotent(tmp_path, lambda: pytest.fail("computed while another run holds it"))
+        assert time.time() - started < 30
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.delenv(DEADLINE_VARIABLE)
+    assert run_idempotent(tmp_path, lambda: {"value": 1})["value"] == 1  # free again: computed

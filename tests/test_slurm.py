@@ -340,3 +340,54 @@ def test_daemon_runs_the_example_on_slurm_and_survives_kill_9(slurm, tmp_path: P
     state = read_ledger_file(ledger)
     assert all(t.job_id for t in state.tasks.values()), "a task ran outside a SLURM job"
     assert state.head is not None and (state.head.stop_reason or "").startswith("campaign finished")
+
+
+def test_an_array_submitted_just_before_a_crash_is_adopted_not_lost(slurm, tmp_path: Path) -> None:
+    """`lasp2 rerun` killed between sbatch's answer and the ledger: the next one finds the
+    array by its submission record, and ingests it instead of submitting the tasks again."""
+    from lasp2_hpc.campaign.rerun import Rerun
+    from lasp2_hpc.campaign.runner import open_campaign
+    from lasp2_hpc.ledger.events import TasksRerun
+
+    from .test_rerun import outage_campaign
+
+    outage = tmp_path / "outage"
+    directory = outage_campaign(tmp_path / "c", outage)
+    dft = {"walltime": "00:10:00", "walltime_margin": 60, "init_blocks": 0, "max_blocks": 1}
+    (directory / "site.yaml").write_text(yaml.safe_dump(split_site(dft)))
+    head = lasp2("run", str(directory), "-q")
+    _, error = head.communicate(timeout=400)
+    assert head.returncode == 0, error[-3000:]
+    failed = {
+        t.id
+        for t in read_ledger_file(directory / "ledger.json").tasks.values()
+        if t.status == "failed"
+    }
+    assert failed
+    outage.unlink()
+
+    rerun = Rerun(open_campaign(directory))
+    record = rerun.ledger.record
+
+    def killed_after_sbatch(event):
+        if isinstance(event, TasksRerun):
+            raise KeyboardInterrupt("killed right after sbatch answered")
+        return record(event)
+
+    rerun.ledger.record = killed_after_sbatch  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        rerun.run(kinds=["label"], array=True, wait=False)
+    assert {read_ledger_file(directory / "ledger.json").tasks[t].status for t in failed} == {
+        "failed"
+    }
+    (submission,) = (directory / "reruns").glob("*/submission.json")
+    job = yaml.safe_load(submission.read_text())["job_id"]
+
+    again = lasp2("rerun", str(directory), "--collect", "--poll", "1")
+    output, error = again.communicate(timeout=300)
+    assert again.returncode == 0, output + error
+    assert f"found job array {job}" in output
+    assert len(list((directory / "reruns").glob("*/submission.json"))) == 1, "submitted twice"
+    state = read_ledger_file(directory / "ledger.json")
+    assert {state.tasks[t].status for t in failed} == {"done"}
+    assert all(str(state.tasks[t].job_id).startswith(f"{job}_") for t in failed)

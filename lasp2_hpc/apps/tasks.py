@@ -7,24 +7,30 @@ computes twice what was finished once. Large data moves as files; the return val
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import ase.io
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.database.store import HASH_KEY, StructureDatabase, structure_hash
 from lasp2_hpc.engines import registry
 from lasp2_hpc.engines.base import OracleRejected, SegmentSpec
 from lasp2_hpc.ledger.store import JOURNAL_FILE, append_journal, read_journal
-from lasp2_hpc.site.job_environment import scheduler_job_id, task_deadline, walltime_guard
+from lasp2_hpc.site.job_environment import (
+    WalltimeReached,
+    scheduler_job_id,
+    task_deadline,
+    walltime_guard,
+)
 
 LOGGER = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
@@ -46,7 +52,7 @@ def run_idempotent(task_dir: Path, compute: Callable[[], dict[str, Any]]) -> dic
     """
     task_dir.mkdir(parents=True, exist_ok=True)
     result_path = task_dir / RESULT_FILE
-    with FileLock(str(task_dir / "task.lock")):
+    with _task_lock(task_dir):
         if result_path.exists():
             stored: dict[str, Any] = json.loads(result_path.read_text())
             stored["reused"] = True
@@ -58,6 +64,26 @@ def run_idempotent(task_dir: Path, compute: Callable[[], dict[str, Any]]) -> dic
         atomic_write_text(result_path, json.dumps(result, indent=1, default=float) + "\n")
         result["reused"] = False
         return result
+
+
+@contextlib.contextmanager
+def _task_lock(task_dir: Path) -> Iterator[None]:
+    """The task's lock, waited for no longer than the block's deadline: another run of the same
+    task (a job-array element of `lasp2 rerun`) may hold it for hours."""
+    deadline = task_deadline()
+    lock = FileLock(str(task_dir / "task.lock"))
+    try:
+        lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.time()))
+    except Timeout:
+        raise WalltimeReached(
+            f"waited until the walltime margin for {task_dir.name}, which another run of the same "
+            "task holds (a `lasp2 rerun` array element?)",
+            scheduler_job_id(),
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def train_member_task(
@@ -158,7 +184,7 @@ def label_task(
         }
 
     result = run_idempotent(work, compute)
-    with FileLock(str(work / "task.lock")):
+    with _task_lock(work):
         _journal_oracle_call(journal, task_id, spec, result)
     return result
 

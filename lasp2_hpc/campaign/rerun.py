@@ -34,7 +34,13 @@ from lasp2_hpc.ledger.events import TasksRerun
 from lasp2_hpc.ledger.state import TaskRecord
 from lasp2_hpc.site.config import ExecutorSettings
 from lasp2_hpc.site.job_environment import WalltimeReached
-from lasp2_hpc.site.scheduler import Scheduler, active_states, run_command, scheduler_for
+from lasp2_hpc.site.scheduler import (
+    Scheduler,
+    active_states,
+    find_job,
+    run_command,
+    scheduler_for,
+)
 from lasp2_hpc.site.templates import render
 
 LOGGER = logging.getLogger(__name__)
@@ -52,20 +58,32 @@ class ArrayElementFailed(RuntimeError):
 
 @dataclass
 class Submission:
+    """``submission.json``: written before the array is submitted (``job_id`` None), so that a
+    crash between the scheduler's answer and the ledger is found again by the unique job name."""
+
     directory: Path
-    job_id: str
+    job_id: str | None
     scheduler: str
     task_ids: list[str]
     script: Path
+    job_name: str = ""
+    abandoned: bool = False  # submitting it failed or it was never found: nothing to ingest
+    recorded: bool = False  # the ledger knows the array (TasksRerun)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
+            "job_name": self.job_name,
             "scheduler": self.scheduler,
             "task_ids": self.task_ids,
             "script": self.script.name,
-            "submitted": time.time(),
+            "abandoned": self.abandoned,
+            "recorded": self.recorded,
+            "written": time.time(),
         }
+
+    def save(self) -> None:
+        atomic_write_text(self.directory / SUBMISSION_FILE, json.dumps(self.to_dict()) + "\n")
 
 
 @dataclass
@@ -100,6 +118,12 @@ class RerunReport:
         return "\n".join(lines)
 
 
+def _job(submission: Submission) -> str:
+    if submission.job_id is None:
+        raise RerunError(f"{submission.directory}: no job id recorded")
+    return submission.job_id
+
+
 def select_tasks(
     tasks: dict[str, TaskRecord], kinds: Iterable[str] | None, ids: Iterable[str] | None
 ) -> list[TaskRecord]:
@@ -125,9 +149,10 @@ def select_tasks(
     return [t for t in chosen if not kinds or t.kind in kinds]
 
 
-def _job_name(campaign: Campaign) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", campaign.layout.root.name)[:40] or "campaign"
-    return f"lasp2-rerun-{name}"
+def _job_name(campaign: Campaign, directory: Path) -> str:
+    """Unique per submission: the way back to an array whose id was never recorded."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", campaign.layout.root.name)[:24] or "campaign"
+    return f"lasp2-{name}-{directory.name}"
 
 
 class Rerun:
@@ -150,26 +175,44 @@ class Rerun:
         poll_seconds: float = 5.0,
     ) -> RerunReport:
         report = RerunReport()
-        with self.runner.holding_campaign(), self._announced():
-            self.ledger.load()
-            # Arrays of an earlier, interrupted `lasp2 rerun`: ingest what they finished first.
-            self.collect(report, wait=wait and collect_only, poll_seconds=poll_seconds)
-            if collect_only:
-                return report
-            tasks = select_tasks(self.ledger.state.tasks, kinds, ids)
-            if not tasks:
-                self.say(
-                    "nothing to rerun: no task failed for good"
-                    + (f" among kinds {', '.join(kinds)}" if kinds else "")
+        with self.runner.holding_campaign():
+            # a killed head's blocks and processes: stopped before run.json is taken over
+            self.runner.kill_leftovers()
+            with self._announced():
+                return self._run_holding(
+                    report, kinds, ids, array, max_concurrent, wait, collect_only, poll_seconds
                 )
-                return report
-            if not array:
-                task_ids = [t.id for t in tasks]
-                self.ledger.record(TasksRerun(time.time(), task_ids))
-                report.handed_back = task_ids
-                return report
-            report.submitted = self.submit(tasks, max_concurrent)
-            self.collect(report, wait=wait, poll_seconds=poll_seconds)
+
+    def _run_holding(
+        self,
+        report: RerunReport,
+        kinds: list[str] | None,
+        ids: list[str] | None,
+        array: bool,
+        max_concurrent: int | None,
+        wait: bool,
+        collect_only: bool,
+        poll_seconds: float,
+    ) -> RerunReport:
+        self.ledger.load()
+        # Arrays of an earlier, interrupted `lasp2 rerun`: ingest what they finished first.
+        self.collect(report, wait=wait and collect_only, poll_seconds=poll_seconds)
+        if collect_only:
+            return report
+        tasks = select_tasks(self.ledger.state.tasks, kinds, ids)
+        if not tasks:
+            self.say(
+                "nothing to rerun: no task failed for good"
+                + (f" among kinds {', '.join(kinds)}" if kinds else "")
+            )
+            return report
+        if not array:
+            task_ids = [t.id for t in tasks]
+            self.ledger.record(TasksRerun(time.time(), task_ids))
+            report.handed_back = task_ids
+            return report
+        report.submitted = self.submit(tasks, max_concurrent)
+        self.collect(report, wait=wait, poll_seconds=poll_seconds)
         return report
 
     @contextlib.contextmanager
@@ -227,9 +270,8 @@ class Rerun:
         atomic_write_text(
             manifest, json.dumps({"campaign_dir": str(root), "elements": elements}, indent=1)
         )
-        directives = scheduler.array_directives(
-            settings, _job_name(self.campaign), len(tasks), max_concurrent
-        )
+        job_name = _job_name(self.campaign, directory)
+        directives = scheduler.array_directives(settings, job_name, len(tasks), max_concurrent)
         script = directory / scheduler.template
         script.write_text(
             render(
@@ -246,10 +288,16 @@ class Rerun:
         script.chmod(0o700)
         for task in tasks:  # the script that ran each task, kept where its outputs are
             shutil.copy2(script, root / task.work_dir / f"rerun-{directory.name}.sh")
+        submission = Submission(
+            directory, None, scheduler.name, [t.id for t in tasks], script, job_name
+        )
+        submission.save()  # before submitting: a crash after sbatch is found again by name
         job_id = scheduler.parse_job_id(run_command(scheduler.submit_argv(script, directory)))
-        submission = Submission(directory, job_id, scheduler.name, [t.id for t in tasks], script)
-        atomic_write_text(directory / SUBMISSION_FILE, json.dumps(submission.to_dict()) + "\n")
+        submission.job_id = job_id
+        submission.save()
         self.ledger.record(TasksRerun(time.time(), submission.task_ids, job_id, settings.label))
+        submission.recorded = True
+        submission.save()
         self.say(
             f"submitted job array {job_id} to {scheduler.name}: {len(tasks)} tasks"
             + (f", at most {max_concurrent} at once" if max_concurrent else "")
@@ -270,13 +318,55 @@ class Rerun:
                     data["scheduler"],
                     data["task_ids"],
                     path.parent / data["script"],
+                    data.get("job_name", ""),
+                    data.get("abandoned", False),
+                    data.get("recorded", True),
                 )
             )
         return found
 
+    def _adopt(self, submission: Submission) -> None:
+        """A submission the ledger never recorded: a crash fell between the scheduler's answer
+        and the ledger (or before sbatch). Without a job id, the queue is asked by name."""
+        tasks = [self.ledger.state.tasks[t] for t in submission.task_ids]
+        if submission.job_id is not None and any(
+            t.status == "rerun" and t.job_id == submission.job_id for t in tasks
+        ):
+            submission.recorded = True  # the crash fell after the ledger: nothing to adopt
+            submission.save()
+            return
+        scheduler = scheduler_for(self._executor(tasks))
+        job_id = submission.job_id
+        if job_id is None and submission.job_name:
+            job_id = find_job(scheduler, submission.job_name)
+        if job_id is None:
+            # Never submitted, or already over: its tasks stay failed; a new rerun finds the
+            # results such an array left (elements are idempotent) without computing them again.
+            submission.abandoned = True
+            submission.save()
+            LOGGER.info(
+                "%s: no job named %s in the queue", submission.directory, submission.job_name
+            )
+            return
+        submission.job_id = job_id
+        submission.save()
+        reopen = [t.id for t in tasks if t.status in ("failed", "pending", "timeout")]
+        if reopen:
+            executor = self.campaign.site.routing[tasks[0].kind]
+            self.ledger.record(TasksRerun(time.time(), reopen, job_id, executor))
+        submission.recorded = True
+        submission.save()
+        self.say(f"found job array {job_id} ({submission.job_name}), submitted before a crash")
+
     def collect(self, report: RerunReport, wait: bool, poll_seconds: float = 5.0) -> None:
         """Ingest the arrays whose tasks the ledger still shows as ``rerun``."""
         for submission in self._submissions():
+            if submission.abandoned:
+                continue
+            if not submission.recorded:
+                self._adopt(submission)
+                if submission.abandoned:
+                    continue
             waiting = [
                 t
                 for t in submission.task_ids
@@ -299,7 +389,7 @@ class Rerun:
         """Whether the array is over (after waiting for it, when ``wait``)."""
         last = None
         while True:
-            states = active_states(scheduler, submission.job_id)
+            states = active_states(scheduler, _job(submission))
             if not states:
                 return True
             if not wait:
@@ -319,11 +409,11 @@ class Rerun:
         if accounting is None:
             return
         try:
-            output = run_command(accounting(submission.job_id))
+            output = run_command(accounting(_job(submission)))
         except Exception as error:  # accounting is optional on a cluster
             LOGGER.info("sacct unavailable: %s", error)
             return
-        states = scheduler.parse_states(output, submission.job_id)
+        states = scheduler.parse_states(output, _job(submission))
         if states:
             shown = ", ".join(f"{job} {state}" for job, state in sorted(states.items()))
             self.say(f"sacct: {shown}")
@@ -341,7 +431,7 @@ class Rerun:
             if task_id not in waiting:
                 continue
             task = self.ledger.state.tasks[task_id]
-            element = scheduler.element_job_id(submission.job_id, index)
+            element = scheduler.element_job_id(_job(submission), index)
             result_path = root / task.work_dir / RESULT_FILE
             outcome: dict[str, Any] = {}
             if outcome_path(manifest, index).exists():
@@ -355,7 +445,7 @@ class Rerun:
                 self.runner.record_error(task_id, WalltimeReached(outcome["message"], element))
                 report.timed_out.append(task_id)
             else:
-                log = submission.directory / f"element-{index}.log"
+                log = scheduler.element_log(submission.directory, index)
                 error = outcome.get("error") or (
                     f"ended without a result (killed by the scheduler, or never started?); "
                     f"see {log}"

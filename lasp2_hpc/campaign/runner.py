@@ -268,7 +268,7 @@ class Runner:
             previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
             stop_reason = "stopped by an error (see logs/lasp2.log)"
             try:
-                self._kill_leftovers()
+                self.kill_leftovers()
                 self._write_run_info({})
                 self._prepare_ledger()
                 self._beat()
@@ -340,7 +340,7 @@ class Runner:
         self._run_info.update(extra, heartbeat=time.time())
         atomic_write_text(self.layout.run_info, json.dumps(self._run_info) + "\n")
 
-    def _kill_leftovers(self) -> None:
+    def kill_leftovers(self) -> None:
         """Parsl processes of a head that was killed on this host never report back: stop them."""
         info: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lasp2_hpc.cli import campaign_commands, hdnnp_commands
+from lasp2_hpc.cli import campaign_commands, hdnnp_commands, oracle_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     campaign_commands.register(commands)
     hdnnp_commands.register(commands)
+    oracle_commands.register(commands)
     return parser
 
 

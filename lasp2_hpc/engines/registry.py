@@ -26,9 +26,18 @@ def _ase_oracle(calculator: str, parameters: dict[str, Any]) -> Oracle:
     return AseOracle(calculator, parameters)
 
 
+def _vasp_oracle(calculator: str, parameters: dict[str, Any]) -> Oracle:
+    from lasp2_hpc.engines.vasp import VaspOracle
+
+    return VaspOracle(calculator, parameters)
+
+
 TRAINERS: dict[str, Callable[[], Trainer]] = {"hdnnp": _hdnnp_trainer}
 MD_ENGINES: dict[str, Callable[[], MolecularDynamics]] = {"ase": _ase_md}
-ORACLES: dict[str, Callable[[str, dict[str, Any]], Oracle]] = {"ase": _ase_oracle}
+ORACLES: dict[str, Callable[[str, dict[str, Any]], Oracle]] = {
+    "ase": _ase_oracle,
+    "vasp": _vasp_oracle,
+}
 
 
 def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:

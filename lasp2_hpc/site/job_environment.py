@@ -84,9 +84,32 @@ def walltime_guard(deadline: float | None) -> Iterator[None]:
         )
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, remaining)
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)  # a guard around this one keeps its time
+    started = time.time()
+    signal.setitimer(signal.ITIMER_REAL, min(remaining, outer) if outer > 0 else remaining)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.time() - started), 1e-3))
+
+
+@contextlib.contextmanager
+def alarm_paused() -> Iterator[None]:
+    """No Python alarm while a job script runs: its own guard (``timeout``) stops the program
+    at the deadline and lets it finish writing; an alarm at the same instant would kill the
+    shell and leave the program running. The alarm is re-armed with the time left."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.time()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        yield
+    finally:
+        if remaining > 0:
+            left = remaining - (time.time() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3))

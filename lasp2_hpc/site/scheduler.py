@@ -95,6 +95,10 @@ class Scheduler(Protocol):
 
     def element_job_id(self, job_id: str, index: int) -> str: ...
 
+    def lookup_argv(self, job_name: str) -> list[str]: ...
+
+    def element_log(self, directory: Path, index: int) -> str: ...
+
 
 class Slurm:
     name = "slurm"
@@ -145,8 +149,16 @@ class Slurm:
         return lines
 
     def submit_argv(self, script: Path, log_directory: Path) -> list[str]:
-        # The log path goes on the command line, not in a directive: it may hold any character.
-        return ["sbatch", "--parsable", f"--output={log_directory}/element-%a.log", str(script)]
+        # The log path goes on the command line, not in a directive: it may hold any character;
+        # a % of the path is doubled, as sbatch reads %x patterns there.
+        directory = str(log_directory).replace("%", "%%")
+        return ["sbatch", "--parsable", f"--output={directory}/element-%a.log", str(script)]
+
+    def lookup_argv(self, job_name: str) -> list[str]:
+        return ["squeue", "--noheader", "--name", job_name, "--format=%F"]
+
+    def element_log(self, directory: Path, index: int) -> str:
+        return str(directory / f"element-{index}.log")
 
     def parse_job_id(self, output: str) -> str:
         job_id = output.strip().split(";")[0]
@@ -228,15 +240,25 @@ class PbsPro:
         return job_id
 
     def state_argv(self, job_id: str) -> list[str]:
-        return ["qstat", "-t", "-x", "-F", "json", job_id]
+        # -F json needs -f (full output); -x keeps finished subjobs, -t lists them
+        return ["qstat", "-f", "-F", "json", "-t", "-x", job_id]
 
     def parse_states(self, output: str, job_id: str) -> dict[str, str]:
-        """Subjob -> PBS state letter (Q queued, R running, X/F finished, B array running)."""
+        """Subjob -> PBS state letter (Q queued, R running, X/F finished, B array running).
+
+        An answer that is not JSON is an error, never "no job left": the array may be queued.
+        """
         try:
             jobs = json.loads(output).get("Jobs", {})
-        except json.JSONDecodeError:
-            return {}
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise SchedulerError(f"qstat answered something that is not JSON ({error})") from None
         return {name: info.get("job_state", "?") for name, info in jobs.items()}
+
+    def lookup_argv(self, job_name: str) -> list[str]:
+        return ["qselect", "-N", job_name]
+
+    def element_log(self, directory: Path, index: int) -> str:
+        return f"the subjob's output ({directory}/*.o*, index {index})"
 
     def cancel_argv(self, job_ids: list[str]) -> list[str]:
         return ["qdel", *job_ids]
@@ -263,7 +285,13 @@ def run_command(argv: list[str]) -> str:
     """Run a scheduler command; its failure is an error that shows the command and its answer."""
     if shutil.which(argv[0]) is None:
         raise SchedulerError(f"{argv[0]} is not on PATH: run this on a node of the cluster")
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise SchedulerError(
+            f"{' '.join(argv)} did not answer within 120 s (the scheduler is slow or down); "
+            "it may still have acted: check the queue before trying again"
+        ) from None
     if completed.returncode != 0:
         raise SchedulerError(
             f"{' '.join(argv)} failed ({completed.returncode}): {completed.stderr.strip()}"
@@ -283,6 +311,12 @@ def active_states(scheduler: Scheduler, job_id: str) -> dict[str, str]:
     if isinstance(scheduler, PbsPro):
         return {k: v for k, v in states.items() if v not in ("F", "X")}
     return states
+
+
+def find_job(scheduler: Scheduler, job_name: str) -> str | None:
+    """The id of the queued or running job of this (unique) name, if there is one."""
+    lines = run_command(scheduler.lookup_argv(job_name)).split()
+    return lines[0].strip() if lines else None
 
 
 def cancel_jobs(scheduler: Scheduler, job_ids: list[str]) -> None:

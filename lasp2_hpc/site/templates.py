@@ -19,11 +19,17 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lasp2_hpc.site.job_environment import WalltimeReached, scheduler_job_id
+from lasp2_hpc.site.job_environment import (
+    WalltimeReached,
+    alarm_paused,
+    scheduler_job_id,
+    task_deadline,
+)
 
 PLACEHOLDER = re.compile(r"\{\{\s*(>\s*[\w.-]+|\w+(?:\|\w+)?)\s*\}\}")
 DEFAULTS: dict[str, Any] = {"kill_after": 30, "environment": ""}
@@ -127,11 +133,16 @@ def render_into(
 def run_job_script(script: Path, log_name: str | None = None) -> None:
     """Run a rendered script in its directory; a walltime stop raises ``WalltimeReached``."""
     log = script.parent / (log_name or f"{script.stem}.log")
-    with open(log, "ab") as output:
+    with open(log, "ab") as output, alarm_paused():
         completed = subprocess.run(
             ["bash", str(script)], cwd=script.parent, stdout=output, stderr=subprocess.STDOUT
         )
-    if completed.returncode == TIMEOUT_EXIT_STATUS:
+    deadline = task_deadline()
+    past_deadline = deadline is not None and time.time() >= deadline - 1
+    # 124: stopped by `timeout`; 137/143: killed after --kill-after / by TERM at the deadline
+    if completed.returncode == TIMEOUT_EXIT_STATUS or (
+        past_deadline and completed.returncode in (137, 143)
+    ):
         message = f"{script.name} stopped at its block's walltime margin"
         raise WalltimeReached(message, scheduler_job_id())
     if completed.returncode != 0:
