@@ -265,13 +265,19 @@ def test_failed_labels_are_repaired_by_one_job_array(slurm, tmp_path: Path) -> N
         assert list((directory / task.work_dir).glob("rerun-*.sh")), "script not kept"
     assert {c.status for c in repaired.candidates if c.task_id in failed} == {"labelled"}
     if _sacct_works():
-        accounting = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "-j", job, "-o", "JobID,State"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert sorted(accounting) == sorted(f"{job}_{i}|COMPLETED" for i in range(len(failed)))
+        expected = sorted(f"{job}_{i}|COMPLETED" for i in range(len(failed)))
+        # slurmdbd records array elements asynchronously: one may show up a few seconds late
+        for _ in range(30):
+            accounting = subprocess.run(
+                ["sacct", "-n", "-P", "-X", "-j", job, "-o", "JobID,State"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            if sorted(accounting) == expected:
+                break
+            time.sleep(1)
+        assert sorted(accounting) == expected
         assert "sacct:" in output
     # ingested once: a second rerun or collect finds nothing and submits nothing
     for arguments in (["--array"], ["--collect"]):

@@ -95,7 +95,8 @@ def train_member_task(
         _limit_threads(threads)
         hashes = json.loads((work / TRAINING_SET_FILE).read_text())
         structures = StructureDatabase(campaign / spec["database"]).select(hashes)
-        trainer = registry.trainer(spec["trainer"])
+        # campaigns started before trainer_parameters existed have none in their specs
+        trainer = registry.trainer(spec["trainer"], spec.get("trainer_parameters", {}))
         metrics = trainer.train(structures, spec["hdnnp"], spec["seed"], campaign / spec["output"])
         return {"metrics": metrics}
 
@@ -123,6 +124,9 @@ def md_segment_task(
             gamma_variant=spec["gamma_variant"],
             seed=spec["seed"] * 100003 + spec["segment"],
             driver=spec["driver"],
+            work_dir=work,
+            # campaigns started before md_parameters existed have none in their specs
+            engine_parameters=spec.get("md_parameters", {}),
         )
         engine = registry.md_engine(spec["md_engine"])
         segment = engine.run_segment(start, campaign / spec["committee"], segment_spec)

@@ -137,6 +137,7 @@ def build_policy(campaign: Campaign) -> Policy:
         member_seeds=list(settings.committee.seeds),
         training_inputs={
             "trainer": settings.committee.trainer,
+            "trainer_parameters": settings.committee.trainer_parameters,
             "hdnnp": hdnnp,
             "database": campaign.layout.database_relative,
         },
@@ -151,6 +152,7 @@ def build_policy(campaign: Campaign) -> Policy:
             "gamma_variant": settings.gamma.variant,
             "driver": settings.committee.driver,
             "md_engine": settings.md_engine,
+            "md_parameters": settings.md_parameters,
         },
         oracle_inputs={
             "oracle": settings.oracle.engine,

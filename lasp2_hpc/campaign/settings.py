@@ -23,7 +23,8 @@ class CommitteeSettings:
     seeds: list[int] = field(default_factory=list)  # default 1..size
     driver: int = 0  # the member that drives MD
     trainer: str = "hdnnp"
-    hdnnp: HdnnpSetup = field(default_factory=HdnnpSetup)
+    hdnnp: HdnnpSetup = field(default_factory=HdnnpSetup)  # the potential, whichever trainer
+    trainer_parameters: dict[str, Any] = field(default_factory=dict)  # n2p2: commands, keywords
 
     def __post_init__(self) -> None:
         if self.size < 2:
@@ -38,7 +39,8 @@ class CommitteeSettings:
 
 @dataclass
 class ThermostatSettings:
-    kind: Literal["langevin", "bussi", "nose-hoover"] = "langevin"
+    # None: the MD engine's own default (ASE: langevin; LAMMPS: Nosé–Hoover, fix nvt)
+    kind: Literal["langevin", "bussi", "nose-hoover"] | None = None
     friction: float = 0.01  # 1/fs, Langevin
     time_constant: float = 100.0  # fs, Bussi and Nosé–Hoover
 
@@ -133,6 +135,7 @@ class CampaignSettings:
     oracle: OracleSettings = field(default_factory=OracleSettings)
     convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
     md_engine: str = "ase"
+    md_parameters: dict[str, Any] = field(default_factory=dict)  # lammps: command, pair_style...
     # control properties computed with every committee and once with the oracle (reference)
     properties: list[PropertySettings] = field(default_factory=list)
     max_attempts: int = 3  # a failed task is retried this many times in all
@@ -211,6 +214,14 @@ def _check_references(settings: CampaignSettings, path: Path) -> None:
         )
     except ValueError as error:
         raise SettingsError(path, "oracle.calculator", str(error)) from None
+    try:
+        registry.check_md_parameters(settings.md_engine, settings.md_parameters)
+    except ValueError as error:
+        raise SettingsError(path, "md_parameters", str(error)) from None
+    try:
+        registry.trainer(settings.committee.trainer, settings.committee.trainer_parameters)
+    except ValueError as error:
+        raise SettingsError(path, "committee.trainer_parameters", str(error)) from None
     if settings.committee.hdnnp.elements and sorted(settings.committee.hdnnp.elements) != sorted(
         settings.elements
     ):

@@ -125,6 +125,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "check", help="validate a site config; print its Parsl setup and submit scripts"
     )
     check.add_argument("file", type=Path, help="a site config file, or a name in site_configs/")
+    check.add_argument(
+        "--campaign",
+        type=Path,
+        help="check the engines this campaign directory's campaign.yaml uses, with its settings "
+        "(exit 1 if one is missing); without it every engine is checked with its defaults",
+    )
     check.set_defaults(handler=run_site_check)
 
     export = commands.add_parser(
@@ -378,13 +384,28 @@ def run_daemon(arguments: argparse.Namespace) -> int:
 
 
 def run_site_check(arguments: argparse.Namespace) -> int:
-    from lasp2_hpc.site.check import describe_site
+    from lasp2_hpc.campaign.settings import load_campaign_settings
+    from lasp2_hpc.site.check import ALL_ENGINES, check_engines, describe_engines, describe_site
     from lasp2_hpc.site.config import builtin_site_configs, load_site_config
 
     path = Path(arguments.file)
     if not path.exists() and (builtin_site_configs() / f"{path}.yaml").exists():
         path = builtin_site_configs() / f"{path}.yaml"
-    print(describe_site(load_site_config(path), path))
+    site = load_site_config(path)
+    print(describe_site(site, path))
+    engines = ALL_ENGINES
+    if arguments.campaign is not None:
+        settings = load_campaign_settings(arguments.campaign)
+        engines = [
+            ("trainer", settings.committee.trainer, settings.committee.trainer_parameters),
+            ("md", settings.md_engine, settings.md_parameters),
+            ("oracle", settings.oracle.engine, settings.oracle.parameters),
+        ]
+    reports = check_engines(site, engines)
+    print()
+    print(describe_engines(reports))
+    if arguments.campaign is not None and not all(report.usable for report in reports):
+        return 1
     return 0
 
 

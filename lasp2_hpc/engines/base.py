@@ -16,6 +16,23 @@ import numpy as np
 from ase import Atoms
 
 
+@dataclass
+class EngineRequirements:
+    """What an engine needs on the nodes that run it, for ``lasp2 site check`` to look for.
+
+    ``programs`` pairs each executable with the setting that names it; ``variables`` each
+    environment variable with the fix to give when it is unset; ``files`` each path with the
+    setting that names it. They are looked up after the site's worker_init and the engine's own
+    ``environment`` lines, as the job would run them.
+    """
+
+    engine: str
+    programs: list[tuple[str, str]] = field(default_factory=list)
+    variables: list[tuple[str, str]] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)
+    environment: str = ""
+
+
 class OracleRejected(RuntimeError):
     """The oracle ran but its answer must not enter the database (NaN, SCF not converged...)."""
 
@@ -41,6 +58,10 @@ class SegmentSpec:
     gamma_variant: str
     seed: int
     driver: int = 0
+    # An engine that runs a program writes its files here (None: a temporary directory)
+    work_dir: Path | None = None
+    # The MD engine's own settings (campaign.yaml md_parameters; the ASE engine takes none)
+    engine_parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

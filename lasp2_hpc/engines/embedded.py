@@ -29,6 +29,13 @@ LOGGER = logging.getLogger(__name__)
 class HdnnpTrainer:
     """The in-house Behler–Parrinello trainer; writes n2p2 files + metrics.json."""
 
+    def __init__(self, parameters: dict[str, Any] | None = None) -> None:
+        if parameters:
+            raise ValueError(
+                f"the embedded trainer takes no trainer_parameters (got {', '.join(parameters)}): "
+                "its settings are committee.hdnnp.training"
+            )
+
     def train(
         self, structures: Sequence[Atoms], settings: dict[str, Any], seed: int, output: Path
     ) -> dict[str, Any]:
@@ -38,7 +45,7 @@ class HdnnpTrainer:
 
 
 def _thermostat(atoms: Atoms, spec: SegmentSpec) -> AseDynamics:
-    kind = spec.thermostat.get("kind", "langevin")
+    kind = spec.thermostat.get("kind") or "langevin"
     timestep = spec.timestep * units.fs
     rng = np.random.default_rng(spec.seed)
     if kind == "langevin":

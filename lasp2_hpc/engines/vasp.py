@@ -11,6 +11,7 @@ job script (walltime guard included), and the outputs are judged by
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from lasp2_hpc.engines.base import OracleRejected
+from lasp2_hpc.engines.base import EngineRequirements, OracleRejected
 from lasp2_hpc.engines.vasp_outputs import inspect_vasp_run
 from lasp2_hpc.schema import from_mapping
+from lasp2_hpc.site.engine_check import command_programs
 from lasp2_hpc.site.templates import render_into, run_job_script
 
 # Single points of metals (documented in docs/engines-vasp.md): Methfessel–Paxton smearing, tight
@@ -167,3 +169,19 @@ def _restore_order(labelled: Atoms, original: Atoms, order: np.ndarray, run: Pat
         stress=results.get("stress"),
     )
     return restored
+
+
+def requirements(parameters: dict[str, Any]) -> EngineRequirements:
+    """For ``lasp2 site check``: the VASP executable and the POTCAR set."""
+    settings = from_mapping(VaspSettings, parameters, prefix="oracle.parameters.")
+    return EngineRequirements(
+        "oracle vasp",
+        programs=command_programs(settings.command, "oracle.parameters.command"),
+        variables=[
+            ("VASP_PP_PATH", "export it in the site's worker_init or oracle.parameters.environment")
+        ],
+        files=[
+            (f'"$VASP_PP_PATH"/{shlex.quote(settings.potentials)}', "oracle.parameters.potentials")
+        ],
+        environment=settings.environment,
+    )

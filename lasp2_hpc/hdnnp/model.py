@@ -82,6 +82,16 @@ def read_model_units(directory: Path) -> ModelUnits | None:
         ) from None
 
 
+def write_model_units(directory: Path, units: ModelUnits) -> None:
+    """The file that tells lasp2 the units of the n2p2 files beside it (n2p2 records none)."""
+    metadata = {
+        "format": "lasp2-hdnnp-model",
+        "version": 1,
+        "units": {"length": units.length, "energy": units.energy},
+    }
+    atomic_write_text(directory / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+
+
 class HdnnpModel:
     """An n2p2-compatible potential: settings, symmetry-function scaling, per-element networks."""
 
@@ -181,12 +191,7 @@ class HdnnpModel:
             write_weights(
                 directory / weights_file_name(atomic_numbers[element]), network.get_layers()
             )
-        metadata = {
-            "format": "lasp2-hdnnp-model",
-            "version": 1,
-            "units": {"length": self.units.length, "energy": self.units.energy},
-        }
-        atomic_write_text(directory / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+        write_model_units(directory, self.units)
 
     def refresh_scaling(self) -> None:
         for element in self.settings.elements:

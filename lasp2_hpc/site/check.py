@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lasp2_hpc.site.config import ExecutorSettings, SiteConfig, parsl_config, scheduler_provider
+from lasp2_hpc.site.engine_check import EngineReport, check_engine
 
 
 def rendered_submit_script(settings: ExecutorSettings, worker_command: str) -> str:
@@ -58,3 +59,42 @@ def describe_site(site: SiteConfig, path: Path) -> str:
         lines += ["-- submit script (ports are chosen when the run starts):"]
         lines.append(rendered_submit_script(settings, command).rstrip())
     return "\n".join(lines)
+
+
+# Every engine with its defaults, checked when no campaign says which ones it uses.
+ALL_ENGINES: list[tuple[str, str, dict[str, Any]]] = [
+    ("trainer", "embedded", {}),
+    ("trainer", "n2p2", {}),
+    ("md", "ase", {}),
+    ("md", "lammps", {}),
+    ("oracle", "ase", {}),
+    ("oracle", "vasp", {}),
+    ("oracle", "cp2k", {}),
+]
+ROLE_TASK_KIND = {"trainer": "train", "md": "md", "oracle": "label"}
+
+
+def check_engines(
+    site: SiteConfig, engines: list[tuple[str, str, dict[str, Any]]]
+) -> list[EngineReport]:
+    """Each engine looked up with the worker_init of the executor its tasks are routed to."""
+    from lasp2_hpc.engines import registry
+
+    reports = []
+    for role, name, parameters in engines:
+        executor = site.executor(ROLE_TASK_KIND[role])
+        try:
+            needs = registry.requirements(role, name, parameters)
+        except (ImportError, ValueError) as error:
+            reports.append(EngineReport(f"{role} {name}", executor.label, error=str(error)))
+            continue
+        reports.append(check_engine(needs, executor.label, executor.worker_init))
+    return reports
+
+
+def describe_engines(reports: list[EngineReport]) -> str:
+    lines = [
+        "== engines, looked up on this host after each executor's worker_init (compute nodes "
+        "may differ: a module only there, another PATH)"
+    ]
+    return "\n".join(lines + [report.describe() for report in reports])

@@ -44,6 +44,10 @@ class TemplateError(ValueError):
 class JobScriptFailed(RuntimeError):
     """A rendered job script exited with an error other than the walltime stop."""
 
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode  # 127: a program of the script was not found
+
 
 def builtin_job_templates() -> Path:
     """``job_templates/`` shipped with the package (next to it in a source checkout)."""
@@ -148,5 +152,6 @@ def run_job_script(script: Path, log_name: str | None = None) -> None:
     if completed.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-10:])
         raise JobScriptFailed(
-            f"{script} exited with status {completed.returncode}; last lines of {log}:\n{tail}"
+            f"{script} exited with status {completed.returncode}; last lines of {log}:\n{tail}",
+            completed.returncode,
         )

