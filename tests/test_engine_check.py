@@ -31,12 +31,42 @@ def programs_in(directory: Path, *names: str) -> Path:
 
 
 def test_the_programs_of_a_command_line_skip_launcher_options() -> None:
-    assert [p for p, _ in command_programs("mpirun -np 64 vasp_std", "x")] == [
-        "mpirun",
-        "vasp_std",
-    ]
-    assert [p for p, _ in command_programs("srun --mpi=pmi2 vasp_std", "x")] == ["srun", "vasp_std"]
-    assert [p for p, _ in command_programs("nnp-train", "x")] == ["nnp-train"]
+    def words(command: str) -> list[str]:
+        return [program for program, _ in command_programs(command, "x")]
+
+    assert words("mpirun -np 64 vasp_std") == ["mpirun", "vasp_std"]
+    assert words("srun --mpi=pmi2 vasp_std") == ["srun", "vasp_std"]
+    assert words("nnp-train") == ["nnp-train"]
+    # not a launcher: its arguments are not programs
+    assert words("lmp -sf omp -pk omp 4") == ["lmp"]
+    # after a launcher, the program is the first word that is one (looked up in order)
+    assert words("mpirun -np 4 lmp_mpi -k on g 1 -sf kk") == ["mpirun", "lmp_mpi|on|g|kk"]
+
+
+def test_the_program_after_a_launchers_options_is_found(tmp_path: Path) -> None:
+    bin_dir = programs_in(tmp_path / "bin", "mpirun", "lmp_mpi")
+    needs = registry.requirements("md", "lammps", {"command": "mpirun --map-by core lmp_mpi"})
+    report = check_engine(needs, "cpu", f'export PATH="{bin_dir}:$PATH"')
+    assert report.usable, report.describe()
+    assert f"lmp_mpi: {bin_dir / 'lmp_mpi'}" in report.describe()
+    needs = registry.requirements("md", "lammps", {"command": "mpirun -np 4 lmp_kokkos -sf kk"})
+    report = check_engine(needs, "cpu", f'export PATH="{bin_dir}:$PATH"')
+    assert "MISSING program lmp_kokkos (fix: md_parameters.command)" in report.describe()
+
+
+def test_a_worker_init_that_stops_the_shell_is_not_reported_usable() -> None:
+    needs = registry.requirements("trainer", "n2p2", {})
+    report = check_engine(needs, "cpu", "echo 'module: n2p2/2.2 not found' >&2; exit 3")
+    assert not report.usable
+    assert "exit status 3" in report.describe() and "n2p2/2.2 not found" in report.describe()
+
+
+def test_odd_program_names_are_looked_up_never_run(tmp_path: Path) -> None:
+    odd = 'x";touch INJECTED;echo "'
+    needs = registry.requirements("oracle", "vasp", {"command": f"srun '{odd}'"})
+    report = check_engine(needs, "cpu", f"cd {tmp_path}")
+    assert not (tmp_path / "INJECTED").exists()
+    assert not report.usable
 
 
 def test_programs_are_found_only_after_the_executors_worker_init(tmp_path: Path) -> None:

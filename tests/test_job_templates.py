@@ -4,6 +4,7 @@ walltime; the scheduler directives and command lines lasp2 builds, exactly (PBS 
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -117,6 +118,23 @@ def test_rendered_lines_exactly() -> None:
         "lasp2_until_deadline mpirun -np 8 nnp-scaling 500 > nnp-scaling.log 2>&1 || exit $?",
         "lasp2_until_deadline mpirun -np 8 nnp-train > nnp-train.log 2>&1",
     ]
+
+
+def test_command_lines_expand_variables_and_nothing_else(tmp_path: Path) -> None:
+    """`mpirun -np $SLURM_NTASKS` is what users write; `$(...)`, backquotes and globs stay text."""
+    command = "printf '<%s>' $GREETING ${GREETING}x '$(touch made)' '`touch made`' * a$b'!'"
+    script = render_into(tmp_path / "w", "vasp.sh", {"command": command, "environment": ""})
+    completed = subprocess.run(
+        ["bash", str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "GREETING": "hello world", "b": "B"},
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    output = (tmp_path / "w" / "vasp.out").read_text()
+    assert output == "<hello world><hello worldx><$(touch made)><`touch made`><*><a$b!>"
+    assert not list(tmp_path.rglob("made"))
 
 
 def test_a_script_past_its_deadline_stops_as_timeout(

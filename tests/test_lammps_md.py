@@ -8,6 +8,7 @@ and the Au_u3.eam potential that LAMMPS distributes. Tests that need LAMMPS skip
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 import subprocess
@@ -120,6 +121,11 @@ def committee(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_committee(tmp_path_factory.mktemp("committee"))
 
 
+def _named_restart(result: SegmentResult, work_dir: Path) -> Path:
+    """The restart an accepted frame names, relative to the folder of the task directories."""
+    return work_dir.parent / result.accepted.info[RESTART_KEY]
+
+
 def _spec(work_dir: Path | None, parameters: dict, **changes) -> SegmentSpec:
     spec = SegmentSpec(
         steps=STEPS,
@@ -152,6 +158,7 @@ def reference(
     work = tmp_path_factory.mktemp("reference")
     result = LammpsMolecularDynamics().run_segment(_gold(), committee, _spec(work, _eam(lammps)))
     assert result.outcome == "completed"
+    result.accepted.info["lammps_work_dir"] = str(work)  # for the tests that resolve its restart
     return result
 
 
@@ -313,7 +320,7 @@ def test_reference_segment_is_physical(reference: SegmentResult) -> None:
     temperatures = [frame.get_temperature() for frame in reference.frames]
     assert 0.6 * TEMPERATURE < np.mean(temperatures) < 1.4 * TEMPERATURE
     assert reference.accepted.info[RESTART_STEP_KEY] == STEPS
-    assert Path(reference.accepted.info[RESTART_KEY]).is_file()
+    assert _named_restart(reference, Path(reference.accepted.info["lammps_work_dir"])).is_file()
 
 
 def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
@@ -340,7 +347,7 @@ def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
     assert triggered.trigger_frame is not None
     assert triggered.trigger_frame.info["gamma"] == triggered.trigger_gamma
     # only the accepted state's restart is kept
-    restart = Path(triggered.accepted.info[RESTART_KEY])
+    restart = _named_restart(triggered, tmp_path / "triggered")
     assert sorted(restart.parent.glob("state.*.restart")) == [restart]
 
     # the next segment reads that restart (positions, velocities and the Nosé–Hoover state):
@@ -477,7 +484,8 @@ def test_restart_of_another_state_is_not_used(
     first_dumped = files.read_dump(run / files.DUMP_FILE)[0]
     np.testing.assert_allclose(first_dumped.positions, start.positions, atol=1e-12)
     assert result.outcome == "completed" and result.accepted_step == STEPS + 20
-    assert Path(reference.accepted.info[RESTART_KEY]).is_file()  # another segment's: untouched
+    # another segment's: untouched
+    assert _named_restart(reference, Path(reference.accepted.info["lammps_work_dir"])).is_file()
 
 
 def test_segment_not_a_whole_number_of_checks(
@@ -526,3 +534,59 @@ def test_a_campaign_switches_to_lammps_by_its_settings_alone(
     for task in segments:
         assert list((campaign / task.work_dir).glob("lammps/run-*/lammps.sh")), task.work_dir
     assert state.labels(), "no trigger was labelled"
+
+
+def test_a_walker_continues_across_tasks_from_the_named_restart_after_a_move(
+    tmp_path: Path, lammps: tuple[str, Path]
+) -> None:
+    """No trigger: three segments in three tasks; the second and third read the restart the
+    one before named in the walker's checkpoint, and that name still resolves after the
+    campaign directory has moved."""
+    import ase.io
+    import yaml
+
+    from lasp2_hpc.campaign.runner import Runner, open_campaign
+    from lasp2_hpc.engines.lammps import _usable_restart
+    from lasp2_hpc.ledger.store import read_ledger_file
+    from tests.campaigns import write_tiny_campaign
+
+    command, potential = lammps
+    campaign = write_tiny_campaign(
+        tmp_path / "before",
+        site="site.yaml",
+        md_engine="lammps",
+        md_parameters={"command": command, "pair_style": "eam", "pair_coeff": [f"* * {potential}"]},
+        gamma={"trigger": 40.0, "upper": 50.0},  # never reached: every segment completes
+    )
+    threads = {"name": "threads", "executors": [{"label": "threads", "kind": "threads"}]}
+    (campaign / "site.yaml").write_text(yaml.safe_dump(threads))
+    Runner(open_campaign(campaign)).run()
+    state = read_ledger_file(campaign / "ledger.json")
+    assert state.finished and not state.labels()
+    segments = sorted(
+        (t for t in state.tasks.values() if t.kind == "md" and t.status == "done"),
+        key=lambda t: t.inputs["first_step"],
+    )
+    assert [t.inputs["first_step"] for t in segments] == [0, 40, 80]
+    for task in segments[1:]:
+        script = (campaign / task.work_dir / "lammps" / "run-000" / "in.lammps").read_text()
+        assert "read_restart start.restart" in script, task.work_dir
+    moved = campaign.rename(tmp_path / "after")
+    checkpoint = ase.io.read(moved / segments[0].work_dir / "checkpoint.traj")
+    assert not Path(checkpoint.info[RESTART_KEY]).is_absolute()
+    restart = _usable_restart(checkpoint, 40, moved / segments[1].work_dir)
+    assert restart is not None and restart.is_relative_to(moved)
+
+
+def test_a_walker_without_a_thermostat_kind_gets_each_engines_default() -> None:
+    """kind: null (the campaign default): Nosé–Hoover in LAMMPS, Langevin in ASE."""
+    from lasp2_hpc.campaign.settings import ThermostatSettings
+    from lasp2_hpc.engines.embedded import _thermostat
+
+    default = dataclasses.asdict(ThermostatSettings())
+    assert default["kind"] is None
+    assert files.thermostat_lines(default, 400.0, 1) == [
+        "fix thermostat all nvt temp 400.0 400.0 0.1"
+    ]
+    spec = _spec(None, {}, thermostat=default)
+    assert type(_thermostat(_gold(), spec)).__name__ == "Langevin"

@@ -101,6 +101,9 @@ def test_input_nn_is_the_campaigns_potential_plus_n2p2_training_keywords(tmp_pat
         ({"symfunction_short": "Au 2 Au 1 0 6"}, "committee.hdnnp"),
         ({"global_nodes_short": "10 10"}, "committee.hdnnp"),
         ({"kalman_lamda_short": 0.9}, "not an n2p2 keyword"),
+        ({"element_nodes_short": "Au 10 10"}, "does not implement"),
+        ({"nnp_type": 4}, "does not implement"),
+        ({"use_old_weights_short": True}, "new weights"),
     ],
 )
 def test_keywords_that_belong_to_the_campaign_or_to_nobody_are_refused(
@@ -178,6 +181,36 @@ def test_the_best_epoch_minimises_the_embedded_trainers_validation_loss(
     )  # fmt: skip
     without = choose_epoch(curve, every, "best", energy_weight, force_weight, has_test_set=False)
     assert without == every[int(np.argmin(train_loss))]
+
+
+def test_an_empty_test_set_chooses_on_the_training_set_not_epoch_0(caplog) -> None:
+    """n2p2 writes -NAN test errors when its random split put no structure in the test set."""
+    text = (DATA / "janus-v2.1-forces" / "learning-curve.out").read_text()
+    rows = table("janus-v2.1-forces")
+    test_columns = [2, 4, 6, 8, 10, 12]  # 0-based: every *test* column of this layout
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            lines.append(line)
+            continue
+        words = line.split()
+        lines.append(" ".join("-NAN" if i in test_columns else w for i, w in enumerate(words)))
+    curve = parse_learning_curve("\n".join(lines) + "\n")
+    assert np.isnan(curve.columns["RMSE_Ftest_pu"]).all()
+    chosen = choose_epoch(curve, curve.epochs, "best", 100.0, 1.0, has_test_set=True)
+    train_loss = 100.0 * rows[:, 1] ** 2 + rows[:, 9] ** 2
+    assert chosen == int(np.argmin(train_loss)) != 0
+    assert "test set was empty" in caplog.text
+
+
+def test_the_column_table_alone_names_the_columns() -> None:
+    """Without the '# epoch ...' line the '# N name description' table is enough; the line of
+    bare column numbers is not taken for names."""
+    text = (DATA / "janus-v2.1-forces" / "learning-curve.out").read_text()
+    kept = [line for line in text.splitlines() if not line.lstrip("# ").startswith("epoch ")]
+    curve = parse_learning_curve("\n".join(kept) + "\n")
+    assert list(curve.columns)[:3] == ["epoch", "RMSEpa_Etrain_pu", "RMSEpa_Etest_pu"]
+    assert curve.columns["MAE_Ftest_pu"] == list(table("janus-v2.1-forces")[:, 12])
 
 
 def test_a_curve_cut_short_or_without_header_is_a_failed_run(tmp_path: Path) -> None:
@@ -318,6 +351,23 @@ def test_the_job_path_installs_the_best_epoch_and_cleans_up(n2p2_here: Path) -> 
     # a rerun of the task starts from a clean run directory
     again = trainer.train(structures, SMALL, 5, member)
     assert again["best_epoch"] == best
+
+
+def test_a_failed_training_shows_n2p2s_own_log_and_keeps_it(n2p2_here: Path) -> None:
+    failing = n2p2_here / "bin" / "nnp-train-failing"
+    failing.write_text(
+        "#!/bin/sh\necho 'ERROR: Unknown keyword in settings file' ; echo 'done.'; exit 1\n"
+    )
+    failing.chmod(0o755)
+    structures = gold_dataset({"fcc": 3}, seed=2)
+    member = n2p2_here / "member"
+    trainer = registry.trainer("n2p2", {"training_command": "nnp-train-failing"})
+    with pytest.raises(N2p2RunFailed, match="ERROR: Unknown keyword in settings file"):
+        trainer.train(structures, SMALL, 5, member)
+    # the retry starts afresh but keeps the failed attempt for its logs
+    with pytest.raises(N2p2RunFailed):
+        trainer.train(structures, SMALL, 5, member)
+    assert "Unknown keyword" in (member / "n2p2-run.previous" / "nnp-train.log").read_text()
 
 
 def test_a_missing_n2p2_program_names_the_setting(n2p2_here: Path) -> None:

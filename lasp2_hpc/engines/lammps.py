@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import shutil
 import tempfile
@@ -180,12 +181,22 @@ def _check_executable(settings: LammpsSettings) -> None:
         )
 
 
-def _usable_restart(start: Atoms, first_step: int) -> Path | None:
+def _usable_restart(start: Atoms, first_step: int, work_dir: Path | None) -> Path | None:
     path = start.info.get(RESTART_KEY)
-    if not path or start.info.get(RESTART_STEP_KEY) != first_step:
+    if not path:
         return None
     restart = Path(path)
-    return restart if restart.is_file() else None
+    if not restart.is_absolute() and work_dir is not None:
+        restart = Path(work_dir).parent / restart  # named from the tasks' common folder
+    if start.info.get(RESTART_STEP_KEY) != first_step or not restart.is_file():
+        LOGGER.warning(
+            "the start names LAMMPS restart %s of step %s, but it is %s: starting from the "
+            "positions and velocities, with a fresh thermostat state",
+            restart, start.info.get(RESTART_STEP_KEY),
+            "missing" if not restart.is_file() else f"not of step {first_step}",
+        )  # fmt: skip
+        return None
+    return restart
 
 
 def _clear_run_directory(directory: Path, keep: Path | None) -> None:
@@ -228,7 +239,7 @@ class LammpsMolecularDynamics:
         committee = Committee.load(committee_dir)
         judge = _Judge(committee, spec, atoms)
         driver = find_member_directories(committee_dir)[spec.driver]
-        with _segment_directory(spec.work_dir) as (directory, kept):
+        with _segment_directory(spec.work_dir) as directory:
             per_run = spec.steps
             if settings.steps_per_run:  # whole checks, at least one
                 checks = max(1, settings.steps_per_run // spec.check_interval)
@@ -257,7 +268,7 @@ class LammpsMolecularDynamics:
                     start = _with_restart(judge.accepted, restarts.get(step + steps), step + steps)
                 step, index = step + steps, index + 1
             result = result or judge.completed()
-            _keep_only_accepted_restart(result, restarts, kept)
+            _keep_only_accepted_restart(result, restarts, spec.work_dir)
         return result
 
     def _run(
@@ -273,7 +284,7 @@ class LammpsMolecularDynamics:
         use_restart: bool = True,
     ) -> _RunOutput:
         """One LAMMPS run of ``steps`` steps from ``start`` (walker step ``first_step``)."""
-        restart = _usable_restart(start, first_step) if use_restart else None
+        restart = _usable_restart(start, first_step, spec.work_dir) if use_restart else None
         _clear_run_directory(directory, restart)
         types = files.atom_types(start)
         prism = Prism(start.cell.array, pbc=start.pbc)
@@ -431,24 +442,29 @@ def _with_restart(frame: Atoms, restart: Path | None, step: int) -> Atoms:
 
 
 def _keep_only_accepted_restart(
-    result: SegmentResult, restarts: dict[int, Path], kept: bool
+    result: SegmentResult, restarts: dict[int, Path], work_dir: Path | None
 ) -> None:
-    """The accepted frame names its restart; the others are deleted (each is a full state)."""
+    """The accepted frame names its restart; the others are deleted (each is a full state).
+
+    The name is relative to the folder that holds the task directories, so that the next
+    segment (a sibling task) finds it after the campaign directory has moved."""
+    kept = work_dir is not None
     accepted = restarts.get(result.accepted_step)
-    if kept and accepted is not None:
-        result.accepted = _with_restart(result.accepted, accepted, result.accepted_step)
+    if work_dir is not None and accepted is not None:
+        named = Path(os.path.relpath(accepted.resolve(), Path(work_dir).parent.resolve()))
+        result.accepted = _with_restart(result.accepted, named, result.accepted_step)
     for step, path in restarts.items():
         if step != result.accepted_step or not kept:
             path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _segment_directory(work_dir: Path | None) -> Iterator[tuple[Path, bool]]:
+def _segment_directory(work_dir: Path | None) -> Iterator[Path]:
     """``work_dir/lammps`` (kept: the next segment may read its restart), or a temporary one."""
     if work_dir is not None:
         directory = Path(work_dir) / RUN_DIRECTORY
         directory.mkdir(parents=True, exist_ok=True)
-        yield directory, True
+        yield directory
         return
     with tempfile.TemporaryDirectory(prefix="lasp2-lammps-") as temporary:
-        yield Path(temporary), False
+        yield Path(temporary)

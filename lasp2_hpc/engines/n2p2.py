@@ -29,8 +29,8 @@ from ase.data import atomic_numbers
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.engines.base import EngineRequirements
 from lasp2_hpc.hdnnp.input_data import write_input_data
-from lasp2_hpc.hdnnp.model import ANGSTROM_EV, write_model_units
-from lasp2_hpc.hdnnp.n2p2_keywords import KEYWORD_ALIASES, KNOWN_KEYWORDS
+from lasp2_hpc.hdnnp.model import ANGSTROM_EV, HdnnpModel, write_model_units
+from lasp2_hpc.hdnnp.n2p2_keywords import KEYWORD_ALIASES, KNOWN_KEYWORDS, UNSUPPORTED_KEYWORDS
 from lasp2_hpc.hdnnp.settings import NnpSettings, format_input_nn
 from lasp2_hpc.hdnnp.setup import HdnnpSetup
 from lasp2_hpc.hdnnp.training import METRICS_FILE, fit_atom_energies
@@ -147,6 +147,16 @@ def check_training_keyword(keyword: str) -> None:
             f"keywords.{keyword} is set by lasp2: set {CAMPAIGN_KEYWORDS[keyword]} instead"
         )
     main = KEYWORD_ALIASES.get(keyword, keyword)
+    if main in UNSUPPORTED_KEYWORDS or main == "nnp_type":
+        raise ValueError(
+            f"keywords.{keyword}: lasp2's committee evaluator does not implement it (per-element "
+            "networks, 4G-HDNNP charges), so the trained member could not be used for γ"
+        )
+    if main.startswith("use_old_weights"):
+        raise ValueError(
+            f"keywords.{keyword}: every member starts from new weights (its seed); lasp2 writes "
+            "no weights.*.data for n2p2 to start from"
+        )
     if main in POTENTIAL_KEYWORDS or keyword in POTENTIAL_KEYWORDS:
         raise ValueError(
             f"keywords.{keyword} defines the potential: set it in committee.hdnnp, which the "
@@ -215,7 +225,9 @@ class LearningCurve:
         return None
 
 
-_COLUMN_DESCRIPTION = re.compile(r"^#\s*(\d+)\s+(\S+)\s")
+# "# 2    RMSEpa_Etrain_pu RMSE of ...": a column number, then a name that is not a number (the
+# header's line of bare column numbers must not be read as names)
+_COLUMN_DESCRIPTION = re.compile(r"^#\s*(\d+)\s+([A-Za-z_]\S*)\s")
 
 
 def parse_learning_curve(text: str, path: Path | str = LEARNING_CURVE_FILE) -> LearningCurve:
@@ -256,8 +268,9 @@ def parse_learning_curve(text: str, path: Path | str = LEARNING_CURVE_FILE) -> L
     return LearningCurve(columns)
 
 
-# Column names of n2p2 2.1.1 and later, then of 2.0 (its energy RMSE is per atom too); "pu" and
-# "phys": physical units, those of input.data (lasp2 writes Å and eV)
+# Column names of n2p2 2.0 and later, then of the layout before it (n2p2 commit e73816fd, 2020;
+# its energy RMSE is per atom too); "pu" and "phys": physical units, those of input.data (lasp2
+# writes Å and eV)
 ENERGY_TRAIN = ("RMSEpa_Etrain_pu", "rmse_Etrain_phys")
 ENERGY_TEST = ("RMSEpa_Etest_pu", "rmse_Etest_phys")
 FORCE_TRAIN = ("RMSE_Ftrain_pu", "rmse_Ftrain_phys")
@@ -283,17 +296,22 @@ def choose_epoch(
         )
     if rule == "last":
         return candidates[-1][1]
-    energy_names = ENERGY_TEST if has_test_set else ENERGY_TRAIN
-    force_names = FORCE_TEST if has_test_set else FORCE_TRAIN
 
-    def loss(row: int) -> float:
-        energy = curve.value(energy_names, row)
-        force = curve.value(force_names, row)
+    def loss(row: int, test: bool) -> float:
+        energy = curve.value(ENERGY_TEST if test else ENERGY_TRAIN, row)
+        force = curve.value(FORCE_TEST if test else FORCE_TRAIN, row)
         total = energy_weight * energy**2 if energy is not None else 0.0
         return total + (force_weight * force**2 if force is not None else 0.0)
 
+    test = has_test_set
+    if test and all(math.isnan(loss(row, True)) for row, _ in candidates):
+        # n2p2 drew no structure into the test set (likely with few structures): its test
+        # columns are all -NAN, and the training columns are all there is to go by
+        LOGGER.warning("n2p2's test set was empty: the epoch is chosen on the training set")
+        test = False
+
     def rank(pair: tuple[int, int]) -> tuple[bool, float, int]:
-        value = loss(pair[0])  # NaN where n2p2 had no test structure to measure ("-NAN")
+        value = loss(pair[0], test)  # NaN in an epoch n2p2 could not measure: ranks last
         return (math.isnan(value), value, pair[1])
 
     return min(candidates, key=rank)[1]
@@ -319,6 +337,16 @@ def _count_structures(path: Path) -> int | None:
         return sum(1 for line in handle if line.split()[:1] == ["begin"])
 
 
+def _program_log_tail(run: Path, lines: int = 15) -> str:
+    """The end of n2p2's own log (the job script's log holds only what the shell said)."""
+    for name in ("nnp-train.log", "nnp-scaling.log"):
+        log = run / name
+        if log.exists() and log.stat().st_size:
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            return f"\nlast lines of {log}:\n" + "\n".join(tail)
+    return ""
+
+
 class N2p2Trainer:
     def __init__(self, parameters: dict[str, Any] | None = None) -> None:
         self.settings = from_mapping(
@@ -328,11 +356,15 @@ class N2p2Trainer:
     def prepare(
         self, structures: Sequence[Atoms], setup: HdnnpSetup, seed: int, run: Path
     ) -> NnpSettings:
-        """input.nn and input.data in ``run`` (a fresh directory: no stale epoch files)."""
+        """input.nn and input.data in ``run`` (a fresh directory: no stale epoch files; the
+        previous attempt's, if any, is kept as ``n2p2-run.previous`` for its logs)."""
         if len(structures) < 2:
             raise ValueError("training needs at least two labelled structures")
         if run.exists():
-            shutil.rmtree(run)
+            previous = run.with_name(run.name + ".previous")
+            if previous.exists():
+                shutil.rmtree(previous)
+            run.rename(previous)
         run.mkdir(parents=True)
         elements = sorted({s for a in structures for s in a.get_chemical_symbols()})
         nnp = setup.nnp_settings(elements)
@@ -378,7 +410,7 @@ class N2p2Trainer:
                     "or load it in committee.trainer_parameters.environment (module load n2p2)"
                     f"\n{error}"
                 ) from None
-            raise N2p2RunFailed(str(error)) from None
+            raise N2p2RunFailed(f"{error}{_program_log_tail(run)}") from None
 
     def collect(
         self, run: Path, output: Path, nnp: NnpSettings, setup: HdnnpSetup, seed: int
@@ -412,6 +444,10 @@ class N2p2Trainer:
         for number in numbers:
             shutil.copyfile(weights[epoch][number], output / weights_file_name(number))
         write_model_units(output, ANGSTROM_EV)
+        try:
+            HdnnpModel.load(output)  # what MD and γ will load: fail this task, not theirs
+        except (ValueError, FileNotFoundError) as error:
+            raise N2p2RunFailed(f"{output}: the installed member does not load: {error}") from None
         shutil.copyfile(curve_path, output / LEARNING_CURVE_FILE)
         if not self.settings.keep_epoch_weights:
             for files in weights.values():

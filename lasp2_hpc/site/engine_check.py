@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lasp2_hpc.engines.base import EngineRequirements
 
@@ -39,24 +40,35 @@ class EngineReport:
         return f"  {where}: MISSING " + "; ".join(self.missing)
 
 
+DONE_MARKER = "lasp2-lookup-done"
+# Programs that start another program: the program after them is the one to look for
+LAUNCHERS = frozenset({"srun", "mpirun", "mpiexec", "aprun", "ibrun", "jsrun", "env", "time"})
+
+
 def _lookup_script(requirements: EngineRequirements, worker_init: str) -> str:
+    """Each program (``a|b|c``: the first of the words that is one), variable and file,
+    printed with printf so that no name is ever run as shell code."""
     lines = [worker_init, requirements.environment]
-    for program, _ in requirements.programs:
-        quoted = shlex.quote(program)
+    for index, (program, _) in enumerate(requirements.programs):
+        words = " ".join(shlex.quote(word) for word in program.split("|"))
         lines.append(
-            f'if where=$(command -v -- {quoted}); then echo "found {quoted}: $where"; '
-            f"else echo missing program {quoted}; fi"
+            f"lasp2_where=''; for lasp2_word in {words}; do "
+            'if lasp2_where=$(command -v -- "$lasp2_word"); then '
+            'printf \'found %s: %s\\n\' "$lasp2_word" "$lasp2_where"; break; fi; '
+            f"lasp2_where=''; done; [ -n \"$lasp2_where\" ] || echo missing program {index}"
         )
     for variable, _ in requirements.variables:
         lines.append(
-            f'if [ -n "${{{variable}:-}}" ]; then echo "found {variable}=${{{variable}}}"; '
-            f"else echo missing variable {variable}; fi"
+            f"if [ -n \"${{{variable}:-}}\" ]; then printf 'found %s=%s\\n' {variable} "
+            f'"${{{variable}}}"; else echo missing variable {variable}; fi'
         )
     for index, (expression, _) in enumerate(requirements.files):
+        # an expression the engine built with its user values shell-quoted
         lines.append(
-            f'if [ -e {expression} ]; then echo "found "{expression}; '
+            f"if [ -e {expression} ]; then printf 'found %s\\n' {expression}; "
             f"else echo missing file {index}; fi"
         )
+    lines.append(f"echo {DONE_MARKER}")
     return "\n".join(line for line in lines if line.strip()) + "\n"
 
 
@@ -74,8 +86,15 @@ def check_engine(requirements: EngineRequirements, executor: str, worker_init: s
     except subprocess.TimeoutExpired:
         report.error = f"worker_init + environment took over {LOOKUP_TIMEOUT_S} s on this host"
         return report
+    if DONE_MARKER not in completed.stdout.splitlines():
+        said = completed.stderr.strip().splitlines()[-5:]
+        report.error = (
+            f"worker_init + environment stopped the shell (exit status {completed.returncode})"
+            + (": " + " / ".join(said) if said else "")
+        )
+        return report
     fixes = {
-        **{f"program {p}": setting for p, setting in requirements.programs},
+        **{f"program {i}": setting for i, (_, setting) in enumerate(requirements.programs)},
         **{f"variable {v}": fix for v, fix in requirements.variables},
         **{f"file {i}": setting for i, (_, setting) in enumerate(requirements.files)},
     }
@@ -87,19 +106,23 @@ def check_engine(requirements: EngineRequirements, executor: str, worker_init: s
             kind, _, name = key.partition(" ")
             if kind == "file":
                 name = requirements.files[int(name)][0]
+            elif kind == "program":
+                name = requirements.programs[int(name)][0].split("|")[0]
             report.missing.append(f"{kind} {name} (fix: {fixes.get(key, '?')})")
     return report
 
 
 def command_programs(command: str, setting: str) -> list[tuple[str, str]]:
-    """The programs of a command line worth looking up: the first word (a launcher or the
-    program) and the last word that is not an option or a number (the program after a
-    launcher's options: ``mpirun -np 64 vasp_std``)."""
+    """The programs of a command line to look up: its first word, and when that is a launcher
+    (``srun``, ``mpirun -np 64 vasp_std``) the program it starts, which is the first later word
+    that is a program (options and their values are not: ``--map-by core``)."""
     words = shlex.split(command)
     if not words:
         return []
-    programs = [words[0]]
-    plain = [w for w in words[1:] if not w.startswith("-") and not w.replace(".", "").isdigit()]
-    if plain and plain[-1] != words[0] and "=" not in plain[-1]:
-        programs.append(plain[-1])
-    return [(program, setting) for program in programs]
+    programs = [(words[0], setting)]
+    if Path(words[0]).name in LAUNCHERS:
+        plain = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+        plain = [w for w in plain if not w.replace(".", "").isdigit()]
+        if plain:
+            programs.append(("|".join(plain), setting))
+    return programs

@@ -5,7 +5,9 @@ the placeholder names a filter:
 
 ``{{ name }}``        one shell word, quoted (paths, names: anything from a user or a structure)
 ``{{ name|argv }}``   a command line from a config (``srun -n 4 vasp_std``): split like a shell
-                      would, each word quoted, so it runs as written and can inject nothing
+                      would, each word quoted, so it runs as written and can inject nothing;
+                      environment variables in it (``-np $SLURM_NTASKS``) are expanded, nothing
+                      else (no ``$(...)``, backquotes or globs)
 ``{{ name|int }}``    an integer, checked
 ``{{ name|raw }}``    shell lines the user wrote in their own site config (worker_init, module
                       loads), or lines lasp2 built from checked values (scheduler directives)
@@ -62,12 +64,24 @@ def _quoted(key: str, value: Any) -> str:
     return shlex.quote(str(value))
 
 
+# a word whose only shell syntax is variables: $NAME or ${NAME}
+_VARIABLES_ONLY = re.compile(
+    r"^(?:[^$`\\\"!]|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})*$"
+)
+
+
+def _command_word(word: str) -> str:
+    if "$" in word and _VARIABLES_ONLY.match(word):
+        return f'"{word}"'  # expands the variables, and only them
+    return shlex.quote(word)
+
+
 def _argv(key: str, value: Any) -> str:
     try:
         words = shlex.split(str(value))
     except ValueError as error:
         raise TemplateError(f"{key}: {value!r} is not a valid command line: {error}") from None
-    return " ".join(shlex.quote(word) for word in words)
+    return " ".join(_command_word(word) for word in words)
 
 
 def _integer(key: str, value: Any) -> str:
