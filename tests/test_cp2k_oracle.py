@@ -161,6 +161,46 @@ def test_extra_sections_replace_ours_by_name(au_data: Path) -> None:
         registry.oracle("cp2k", "", {"extra": {"FORCE EVAL": "X 1"}})
 
 
+def test_extra_sections_with_parameters_and_repeated_keywords(au_data: Path) -> None:
+    """A section is the same one whatever its parameter (SMEAR ON, XC_FUNCTIONAL), KIND by its
+    element; a repeated keyword (KPOINT) stays repeated; a tab separates keyword and value."""
+    extra = {
+        "FORCE_EVAL/DFT/SCF": "MAX_SCF\t50\n&SMEAR ON\n  METHOD FERMI_DIRAC\n&END SMEAR\n",
+        "FORCE_EVAL/DFT/XC/XC_FUNCTIONAL": "&PBE\n  PARAMETRIZATION REVPBE\n&END PBE\n",
+        "FORCE_EVAL/DFT/KPOINTS": "SCHEME GENERAL\nKPOINT 0 0 0 1\nKPOINT 0.5 0 0 1\n",
+        "FORCE_EVAL/SUBSYS": "&KIND Au\n  BASIS_SET SZV-MOLOPT-SR-GTH\n  POTENTIAL GTH-PBE-q11\n"
+        "&END KIND\n",
+    }
+    settings = Cp2kSettings(extra=extra, kspacing=0.5)
+    lines = [line.strip() for line in render_input(au4(), settings, {"Au": 11}).splitlines()]
+    assert "MAX_SCF 50" in lines and "MAX_SCF 100" not in lines
+    assert lines.count("&SMEAR ON") == 1 and "&SMEAR" not in lines
+    assert [line for line in lines if line.startswith("&XC_FUNCTIONAL")] == ["&XC_FUNCTIONAL PBE"]
+    assert "PARAMETRIZATION REVPBE" in lines
+    assert lines.count("KPOINT 0 0 0 1") == 1 and lines.count("KPOINT 0.5 0 0 1") == 1
+    assert not any(line.startswith("SCHEME MONKHORST-PACK") for line in lines)
+    assert lines.count("&KIND Au") == 1 and "BASIS_SET SZV-MOLOPT-SR-GTH" in lines
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"GLOBAL": "PRINT_LEVEL LOW"},
+        {"FORCE_EVAL/PRINT/FORCES": "FILENAME forces"},
+        {"FORCE_EVAL": "&PRINT\n&END PRINT\n"},
+        {"FORCE_EVAL/SUBSYS/PRINT": "&ATOMIC_COORDINATES OFF\n&END\n"},
+    ],
+)
+def test_extra_cannot_change_what_lasp2_reads(au_data: Path, extra: dict) -> None:
+    with pytest.raises(ValueError, match=r"oracle\.parameters\.extra.*written by lasp2"):
+        registry.oracle("cp2k", "", {"extra": extra})
+
+
+def test_smearing_needs_a_temperature(au_data: Path) -> None:
+    with pytest.raises(ValueError, match=r"electronic_temperature must be > 0"):
+        registry.oracle("cp2k", "", {"electronic_temperature": 0})
+
+
 def test_kpoint_rule_is_vasp_kspacing() -> None:
     primitive = bulk("Au", "fcc", a=4.08)  # |b| = 2π√3/4.08 = 2.667 Å⁻¹
     assert kpoint_mesh(primitive, 0.25) == (11, 11, 11)
@@ -332,6 +372,43 @@ def test_cp2k_2024_abort_on_an_unconverged_scf_is_not_converged() -> None:
     assert "3/3 SCF steps" in check.evidence
 
 
+def test_cp2k_2025_energy_and_forces_lines_are_read() -> None:
+    """CP2K 2025.1 changed the energy line ("energy [hartree]", no colon) and the forces block
+    ("FORCES| ..." rows, force_env_utils.F write_forces_to_screen). Made here from the real
+    2023.1 output, its values rewritten in the newer layout, since no 2025 binary is installed."""
+    import re
+
+    text = read_output("converged_au4_gamma")
+    old = inspect_cp2k_run(DATA / "converged_au4_gamma")
+    energy = re.search(r"energy \[a\.u\.\]:\s+(\S+)", text)
+    assert energy is not None
+    text = text.replace(
+        energy.group(0), f"energy [hartree]{' ' * 20}{float(energy.group(1)):26.15f}"
+    )
+    start = text.index(" ATOMIC FORCES in [a.u.]")
+    end = text.index("\n", text.index(" SUM OF ATOMIC FORCES"))
+    rows = [
+        line.split()
+        for line in text[start:end].splitlines()
+        if line.split()[:1] and line.split()[0].isdigit()
+    ]
+    block = [" FORCES| Atomic forces [hartree/bohr]", " FORCES| Atom x y z |f|"]
+    for words in rows:
+        force = [float(w) for w in words[3:6]]
+        norm = float(np.linalg.norm(force))
+        block.append(f" FORCES| {int(words[0]):7d}  " + " ".join(f"{v:15.8E}" for v in force)
+                     + f"  {norm:15.8E}")  # fmt: skip
+    block += [" FORCES| Sum  0.0 0.0 0.0", " FORCES| Total atomic force  0.0"]
+    newer = judge_output(text[:start] + "\n".join(block) + text[end:])
+    assert newer.status == "converged", newer.evidence
+    assert newer.energy == pytest.approx(old.energy, abs=1e-9)
+    assert newer.atoms is not None and old.atoms is not None
+    np.testing.assert_allclose(newer.atoms.get_forces(), old.atoms.get_forces(), atol=1e-9)
+    # a block cut before its Sum line is no forces: the run is a crash
+    cut = judge_output(text[:start] + "\n".join(block[:4]) + "\n")
+    assert cut.status == "crashed"
+
+
 def test_lasp2_oracle_check_cp2k(capsys) -> None:
     codes = {
         "converged_au4_gamma": 0,
@@ -347,6 +424,25 @@ def test_lasp2_oracle_check_cp2k(capsys) -> None:
 
 
 # --- the job path, with a stand-in for CP2K --------------------------------------------------
+
+
+def test_a_label_without_the_stress_it_asked_for_is_a_failed_run(
+    stand_in: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The real converged output with its stress block cut out, as a CP2K run whose stress
+    was switched off behind lasp2's back would print it."""
+    import gzip
+
+    text = read_output("converged_au4_gamma")
+    start = text.index(" STRESS| Analytical stress tensor [GPa]")
+    end = text.index("\n\n", start)
+    without = tmp_path / "no-stress.out.gz"
+    without.write_bytes(gzip.compress((text[:start] + text[end:]).encode()))
+    monkeypatch.setenv("CP2K_STAND_IN_OUTPUT", str(without))
+    with pytest.raises(Cp2kRunFailed, match=r"stress is true but the output has no"):
+        oracle(**CHEAP).label(au4(), tmp_path / "task")
+    labelled = oracle(**{**CHEAP, "stress": False}).label(au4(), tmp_path / "task2")
+    assert "stress" not in labelled.calc.results
 
 
 def test_the_oracle_runs_the_job_script_and_judges(

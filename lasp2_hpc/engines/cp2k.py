@@ -89,21 +89,39 @@ class Cp2kSettings:
         for name in ("cutoff", "rel_cutoff", "eps_default", "kspacing", "eps_scf"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
-        if self.electronic_temperature < 0 or self.added_mos < 0 or self.max_scf < 1:
-            raise ValueError(
-                "electronic_temperature and added_mos must be >= 0, max_scf must be >= 1"
-            )
-        for path in self.extra:
-            if not re.fullmatch(r"[A-Za-z_]+(/[A-Za-z_]+)*", path):
+        # smearing is what lets metals (and odd electron counts without UKS) converge; CP2K's
+        # Fermi-Dirac divides by the temperature
+        if self.electronic_temperature <= 0 or self.added_mos < 0 or self.max_scf < 1:
+            raise ValueError("electronic_temperature must be > 0, added_mos >= 0 and max_scf >= 1")
+        for path, text in self.extra.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*", path):
                 raise ValueError(
                     f"extra: {path!r} is not a section path such as FORCE_EVAL/DFT/SCF"
                 )
+            _check_extra(path, text)
 
     def basis_set(self, element: str) -> str:
         return self.basis_sets.get(element, DEFAULT_BASIS_SET)
 
     def potential(self, element: str) -> str:
         return self.potentials.get(element, DEFAULT_POTENTIALS.get(element, DEFAULT_POTENTIAL))
+
+
+# lasp2 reads the output through these: the run type, print level and project name of GLOBAL,
+# the forces and stress printed by FORCE_EVAL/PRINT, the coordinates' units
+READ_BY_LASP2 = ("GLOBAL", "FORCE_EVAL/PRINT", "FORCE_EVAL/SUBSYS/PRINT")
+
+
+def _check_extra(path: str, text: str) -> None:
+    full = path.upper()
+    sections = [s.upper() for s in re.findall(r"^\s*&(\w+)", text, flags=re.MULTILINE)]
+    touched = [full] + [f"{full}/{s}" for s in sections if s != "END"]
+    for protected in READ_BY_LASP2:
+        if any(t == protected or t.startswith(protected + "/") for t in touched):
+            raise ValueError(
+                f"extra.{path}: {protected} is written by lasp2, which reads the output through "
+                "it (energy, forces, stress, coordinates); leave it out"
+            )
 
 
 def cp2k_settings(parameters: dict[str, Any]) -> Cp2kSettings:
@@ -125,20 +143,30 @@ class Section:
         self.sections.append(child)
         return child
 
+    @property
+    def key(self) -> str:
+        """What makes two sections the same one: the name, and for KIND its element too
+        (``XC_FUNCTIONAL PBE`` and ``XC_FUNCTIONAL`` are one section; ``KIND Au``, ``KIND Cu``
+        two)."""
+        words = self.name.upper().split()
+        return " ".join(words[:2]) if words[:1] == ["KIND"] else (words[0] if words else "")
+
     def find(self, name: str) -> Section | None:
+        wanted = Section(name).key
         for child in self.sections:
-            if child.name.upper() == name.upper():
+            if child.key == wanted:
                 return child
         return None
 
     def merge(self, other: Section) -> None:
-        """``other``'s keywords and sections replace those of the same name here."""
-        for key, value in other.keywords:
-            self.keywords = [(k, v) for k, v in self.keywords if k.upper() != key.upper()]
-            self.keywords.append((key, value))
-        for child in other.sections:
-            self.sections = [s for s in self.sections if s.name.upper() != child.name.upper()]
-            self.sections.append(child)
+        """``other``'s keywords and sections replace those of the same name here; a keyword
+        ``other`` repeats (KPOINT lines) is kept as often as it is written."""
+        given = {key.upper() for key, _ in other.keywords}
+        self.keywords = [(k, v) for k, v in self.keywords if k.upper() not in given]
+        self.keywords += other.keywords
+        replaced = {child.key for child in other.sections}
+        self.sections = [s for s in self.sections if s.key not in replaced]
+        self.sections += other.sections
 
     def render(self, depth: int = 0) -> list[str]:
         indent = "  " * depth
@@ -166,8 +194,8 @@ def parse_sections(text: str, name: str = "") -> Section:
             stack[-1].sections.append(child)
             stack.append(child)
         else:
-            key, _, value = line.partition(" ")
-            stack[-1].keywords.append((key, value.strip()))
+            words = line.split(None, 1)  # a tab separates a keyword from its value, too
+            stack[-1].keywords.append((words[0], words[1] if len(words) > 1 else ""))
     if len(stack) != 1:
         raise ValueError(f"extra: section &{stack[-1].name} has no &END")
     return root
@@ -193,6 +221,12 @@ def occupied_orbitals(atoms: Atoms, valences: dict[str, int]) -> int:
     return math.ceil(sum(valences[s] for s in atoms.get_chemical_symbols()) / 2)
 
 
+def _exponent(value: float) -> str:
+    """1.0E-10 for a round threshold, all the digits it needs otherwise (1.25E-12)."""
+    short = f"{value:.1E}"
+    return short if float(short) == value else f"{value:.6E}"
+
+
 def build_input(atoms: Atoms, settings: Cp2kSettings, valences: dict[str, int]) -> Section:
     """The whole CP2K input for one single point of ``atoms``, as a section tree."""
     root = Section("")
@@ -212,14 +246,14 @@ def build_input(atoms: Atoms, settings: Cp2kSettings, valences: dict[str, int]) 
         ("CUTOFF", f"[Ry] {settings.cutoff:g}"),
         ("REL_CUTOFF", f"[Ry] {settings.rel_cutoff:g}"),
     )
-    dft.add("QS", ("EPS_DEFAULT", f"{settings.eps_default:.1E}"))
+    dft.add("QS", ("EPS_DEFAULT", _exponent(settings.eps_default)))
     occupied = occupied_orbitals(atoms, valences)
     added = settings.added_mos or max(10, math.ceil(0.3 * occupied))
     scf = dft.add(
         "SCF",
         ("SCF_GUESS", "ATOMIC"),
         ("MAX_SCF", settings.max_scf),
-        ("EPS_SCF", f"{settings.eps_scf:.1E}"),
+        ("EPS_SCF", _exponent(settings.eps_scf)),
         ("ADDED_MOS", added),
     )
     # metals: diagonalisation (OT cannot smear), Broyden mixing of the density
@@ -430,7 +464,8 @@ class Cp2kOracle:
         valences = self._valences(atoms)
         run.mkdir(parents=True, exist_ok=True)
         # an earlier attempt's output must never be read as this one's
-        for stale in [run / OUTPUT_FILE, *run.glob(f"{PROJECT}-*")]:
+        stale_outputs = [*run.glob("*.out"), *run.glob("*.out.gz"), *run.glob(f"{PROJECT}-*")]
+        for stale in stale_outputs:
             stale.unlink(missing_ok=True)
         path = run / INPUT_FILE
         path.write_text(render_input(atoms, self.settings, valences))
@@ -468,6 +503,12 @@ class Cp2kOracle:
             raise Cp2kRunFailed(f"{run}: {check.evidence}; {failure}")
         if check.status == "crashed" or check.atoms is None:
             raise Cp2kRunFailed(f"{run}: {check.evidence}")
+        assert check.atoms.calc is not None
+        if self.settings.stress and check.atoms.calc.results.get("stress") is None:
+            raise Cp2kRunFailed(
+                f"{run}: {SETTINGS_PREFIX}stress is true but the output has no analytical stress "
+                "tensor [GPa] (changed through extra?): the label would lack its stress"
+            )
         logger.info("CP2K label in %s: %s", run, check.evidence)
         return _checked_label(check, atoms, run)
 

@@ -32,7 +32,8 @@ from ase.units import Bohr, GPa, Hartree
 Cp2kRunStatus = Literal["converged", "scf_not_converged", "crashed"]
 OUTPUT_FILE = "cp2k.out"
 
-ENERGY = re.compile(r"ENERGY\| Total FORCE_EVAL \( \w+ \) energy \[a\.u\.\]:\s+(\S+)")
+# CP2K up to 2024: "... energy [a.u.]:  -132.4"; from 2025.1: "... energy [hartree]  -132.4"
+ENERGY = re.compile(r"ENERGY\| Total FORCE_EVAL \( \w+ \) energy \[(?:a\.u\.|hartree)\]:?\s+(\S+)")
 ENTROPIC = re.compile(r"Electronic entropic energy:\s+(\S+)")
 MAX_SCF = re.compile(r"^\s*max_scf:\s+(\d+)\s*$", re.MULTILINE)
 EPS_SCF = re.compile(r"^\s*eps_scf:\s+(\S+)\s*$", re.MULTILINE)
@@ -160,8 +161,30 @@ def _block_after(text: str, header: str) -> list[str]:
     return block
 
 
+def _forces_2025(text: str) -> np.ndarray | None:
+    """The ``FORCES| Atomic forces [hartree/bohr]`` block of CP2K 2025.1 and later."""
+    header = "FORCES| Atomic forces [hartree/bohr]"
+    start = text.rfind(header)
+    if start < 0:
+        return None
+    rows: list[list[float]] = []
+    for line in text[start:].splitlines()[1:]:
+        words = line.split()
+        if words[:1] != ["FORCES|"]:
+            return None  # cut before its Sum line
+        if words[1] == "Sum":
+            forces: np.ndarray = np.array(rows).reshape(-1, 3) * (Hartree / Bohr)
+            return forces
+        if words[1].isdigit():
+            rows.append([float(w) for w in words[2:5]])
+    return None
+
+
 def read_forces(text: str) -> np.ndarray | None:
-    """eV/Å from the last ``ATOMIC FORCES in [a.u.]`` block (CP2K prints forces, -dE/dR)."""
+    """eV/Å from the last forces block (CP2K prints forces, -dE/dR): ``ATOMIC FORCES in
+    [a.u.]`` up to CP2K 2024, ``FORCES| Atomic forces [hartree/bohr]`` from 2025.1."""
+    if "FORCES| Atomic forces" in text:
+        return _forces_2025(text)
     rows: list[list[float]] = []
     for line in _block_after(text, "ATOMIC FORCES in [a.u.]"):
         words = line.split()

@@ -25,7 +25,7 @@ from lasp2_hpc.schema import from_mapping
 from lasp2_hpc.site.engine_check import command_programs
 from lasp2_hpc.site.templates import render_into, run_job_script
 
-# Single points of metals (documented in docs/engines-vasp.md): Methfessel–Paxton smearing, tight
+# Single points of metals (documented in docs/engine-vasp.md): Methfessel–Paxton smearing, tight
 # EDIFF for forces, no symmetry (MD snapshots have none), no WAVECAR/CHGCAR to keep disks small.
 DEFAULT_INCAR: dict[str, Any] = {
     "PREC": "Accurate",
