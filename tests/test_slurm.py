@@ -216,7 +216,9 @@ def _sacct_works() -> bool:
     return answer.returncode == 0
 
 
-def test_failed_labels_are_repaired_by_one_job_array(slurm, tmp_path: Path) -> None:
+def _campaign_with_failed_labels(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A campaign run to its end on SLURM through an oracle outage: its failed label tasks,
+    with the outage over (ready for a rerun)."""
     from .test_rerun import outage_campaign
 
     outage = tmp_path / "outage"
@@ -230,6 +232,11 @@ def test_failed_labels_are_repaired_by_one_job_array(slurm, tmp_path: Path) -> N
     failed = [t.id for t in state.tasks.values() if t.kind == "label" and t.status == "failed"]
     assert failed and state.finished
     outage.unlink()  # the outage is over
+    return directory, failed
+
+
+def test_failed_labels_are_repaired_by_one_job_array(slurm, tmp_path: Path) -> None:
+    directory, failed = _campaign_with_failed_labels(tmp_path)
 
     rerun = lasp2(
         "rerun",
@@ -355,22 +362,8 @@ def test_an_array_submitted_just_before_a_crash_is_adopted_not_lost(slurm, tmp_p
     from lasp2_hpc.campaign.runner import open_campaign
     from lasp2_hpc.ledger.events import TasksRerun
 
-    from .test_rerun import outage_campaign
-
-    outage = tmp_path / "outage"
-    directory = outage_campaign(tmp_path / "c", outage)
-    dft = {"walltime": "00:10:00", "walltime_margin": 60, "init_blocks": 0, "max_blocks": 1}
-    (directory / "site.yaml").write_text(yaml.safe_dump(split_site(dft)))
-    head = lasp2("run", str(directory), "-q")
-    _, error = head.communicate(timeout=400)
-    assert head.returncode == 0, error[-3000:]
-    failed = {
-        t.id
-        for t in read_ledger_file(directory / "ledger.json").tasks.values()
-        if t.status == "failed"
-    }
-    assert failed
-    outage.unlink()
+    directory, failed_labels = _campaign_with_failed_labels(tmp_path)
+    failed = set(failed_labels)
 
     rerun = Rerun(open_campaign(directory))
     record = rerun.ledger.record

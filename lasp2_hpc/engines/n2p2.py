@@ -30,7 +30,12 @@ from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.engines.base import EngineRequirements
 from lasp2_hpc.hdnnp.input_data import write_input_data
 from lasp2_hpc.hdnnp.model import ANGSTROM_EV, HdnnpModel, write_model_units
-from lasp2_hpc.hdnnp.n2p2_keywords import KEYWORD_ALIASES, KNOWN_KEYWORDS, UNSUPPORTED_KEYWORDS
+from lasp2_hpc.hdnnp.n2p2_keywords import (
+    KEYWORD_ALIASES,
+    KNOWN_KEYWORDS,
+    POTENTIAL_KEYWORDS,
+    UNSUPPORTED_KEYWORDS,
+)
 from lasp2_hpc.hdnnp.settings import NnpSettings, format_input_nn
 from lasp2_hpc.hdnnp.setup import HdnnpSetup
 from lasp2_hpc.hdnnp.training import METRICS_FILE, fit_atom_energies
@@ -85,30 +90,6 @@ CAMPAIGN_KEYWORDS: dict[str, str] = {
     "epochs": "committee.hdnnp.training.epochs",
     "test_fraction": "committee.hdnnp.training.validation_fraction",
 }
-
-# The potential itself comes from committee.hdnnp, shared with the embedded trainer.
-POTENTIAL_KEYWORDS = frozenset(
-    {
-        "number_of_elements",
-        "elements",
-        "atom_energy",
-        "cutoff_type",
-        "symfunction_short",
-        "symfunction",
-        "scale_symmetry_functions",
-        "scale_min_short",
-        "scale_max_short",
-        "center_symmetry_functions",
-        "scale_symmetry_functions_sigma",
-        "global_hidden_layers_short",
-        "global_nodes_short",
-        "global_activation_short",
-        "normalize_nodes",
-        "mean_energy",
-        "conv_length",
-        "conv_energy",
-    }
-)
 
 
 class N2p2SetupError(ValueError):

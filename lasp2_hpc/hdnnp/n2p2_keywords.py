@@ -150,3 +150,28 @@ UNSUPPORTED_KEYWORDS: frozenset[str] = frozenset(
         "initial_hardness",
     }
 )
+
+# Keywords that define the potential (not its training): lasp2 writes them from its HDNNP
+# settings, so a trainer's extra keywords must not repeat them.
+POTENTIAL_KEYWORDS = frozenset(
+    {
+        "number_of_elements",
+        "elements",
+        "atom_energy",
+        "cutoff_type",
+        "symfunction_short",
+        "symfunction",
+        "scale_symmetry_functions",
+        "scale_min_short",
+        "scale_max_short",
+        "center_symmetry_functions",
+        "scale_symmetry_functions_sigma",
+        "global_hidden_layers_short",
+        "global_nodes_short",
+        "global_activation_short",
+        "normalize_nodes",
+        "mean_energy",
+        "conv_length",
+        "conv_energy",
+    }
+)
