@@ -23,7 +23,7 @@ from lasp2_hpc.examples.gold import FCC_LATTICE_CONSTANT, gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
 from lasp2_hpc.hdnnp.model import HdnnpModel
-from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import compute_scaling, train_member
 
 

@@ -29,7 +29,7 @@ from instant_apps import TEMPLATE, instant_md, instant_train  # noqa: E402
 from lasp2_hpc.apps import parsl_apps  # noqa: E402
 from lasp2_hpc.campaign.runner import Runner, open_campaign  # noqa: E402
 from lasp2_hpc.examples.gold import gold_dataset  # noqa: E402
-from lasp2_hpc.hdnnp.setup import HdnnpSetup  # noqa: E402
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup  # noqa: E402
 from lasp2_hpc.hdnnp.training import train_member  # noqa: E402
 from tests.campaigns import TINY_HDNNP, write_tiny_campaign  # noqa: E402
 

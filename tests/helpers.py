@@ -6,8 +6,8 @@ import numpy as np
 from ase import Atoms
 
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
+from lasp2_hpc.hdnnp.input_nn import NnpSettings, SymmetryFunction
 from lasp2_hpc.hdnnp.model import HdnnpModel
-from lasp2_hpc.hdnnp.settings import NnpSettings, SymmetryFunction
 from lasp2_hpc.hdnnp.training import compute_scaling
 
 

@@ -5,7 +5,7 @@ import pytest
 from ase.md.verlet import VelocityVerlet
 
 from lasp2_hpc.hdnnp.committee import Committee, CommitteeCalculator, CommitteePrediction
-from lasp2_hpc.hdnnp.settings import SymmetryFunction
+from lasp2_hpc.hdnnp.input_nn import SymmetryFunction
 
 from .helpers import random_model, random_structure, two_element_settings
 

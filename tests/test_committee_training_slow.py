@@ -9,7 +9,7 @@ import pytest
 
 from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
-from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import train_member
 
 PRESENT = ("fcc", "bcc", "100", "111")

@@ -5,9 +5,9 @@ import pytest
 
 from lasp2_hpc.hdnnp.errors import N2p2FormatError
 from lasp2_hpc.hdnnp.input_data import format_input_data, parse_input_data, read_input_data
+from lasp2_hpc.hdnnp.input_nn import format_input_nn, parse_input_nn, read_input_nn
 from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits, ModelUnitsError
 from lasp2_hpc.hdnnp.scaling import format_scaling_data, parse_scaling_data, read_scaling_data
-from lasp2_hpc.hdnnp.settings import format_input_nn, parse_input_nn, read_input_nn
 from lasp2_hpc.hdnnp.weights import format_weights, read_weights
 
 from .helpers import random_model, random_structure, two_element_settings

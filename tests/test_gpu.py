@@ -6,7 +6,7 @@ import torch
 
 from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
-from lasp2_hpc.hdnnp.setup import HdnnpSetup, TrainingSettings
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup, TrainingSettings
 
 from .helpers import random_structure, two_element_settings
 

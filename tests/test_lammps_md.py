@@ -34,7 +34,7 @@ from lasp2_hpc.engines.lammps import (
 )
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
 from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits
-from lasp2_hpc.hdnnp.setup import AngularSet, HdnnpSetup, RadialGrid
+from lasp2_hpc.hdnnp.potential_settings import AngularSet, HdnnpSetup, RadialGrid
 from lasp2_hpc.hdnnp.training import compute_scaling
 from lasp2_hpc.schema import SettingsError
 

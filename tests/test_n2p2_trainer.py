@@ -28,8 +28,8 @@ from lasp2_hpc.engines.n2p2 import (
 )
 from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
-from lasp2_hpc.hdnnp.settings import read_input_nn
-from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.hdnnp.input_nn import read_input_nn
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.schema import from_mapping
 from lasp2_hpc.site.job_environment import DEADLINE_VARIABLE
 
@@ -272,7 +272,7 @@ SCALING_STAND_IN = """\
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
 from lasp2_hpc.hdnnp.input_data import read_input_data
 from lasp2_hpc.hdnnp.scaling import write_scaling_data
-from lasp2_hpc.hdnnp.settings import read_input_nn
+from lasp2_hpc.hdnnp.input_nn import read_input_nn
 from lasp2_hpc.hdnnp.training import compute_scaling
 
 settings = read_input_nn("input.nn")
@@ -292,7 +292,7 @@ import numpy as np
 from ase.data import atomic_numbers
 from lasp2_hpc.hdnnp.model import HdnnpModel
 from lasp2_hpc.hdnnp.scaling import read_scaling_data
-from lasp2_hpc.hdnnp.settings import read_input_nn
+from lasp2_hpc.hdnnp.input_nn import read_input_nn
 from lasp2_hpc.hdnnp.weights import write_weights
 
 shutil.copyfile(os.environ["N2P2_STAND_IN_CURVE"], "learning-curve.out")

@@ -9,9 +9,9 @@ from lasp2_hpc.cli.main import main
 from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.input_data import write_input_data
+from lasp2_hpc.hdnnp.input_nn import read_input_nn
 from lasp2_hpc.hdnnp.model import HdnnpModel
-from lasp2_hpc.hdnnp.settings import read_input_nn
-from lasp2_hpc.hdnnp.setup import AngularSet, HdnnpSetup, RadialGrid, TrainingSettings
+from lasp2_hpc.hdnnp.potential_settings import AngularSet, HdnnpSetup, RadialGrid, TrainingSettings
 from lasp2_hpc.schema import SettingsError
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.properties.probes import PropertySettings
 from lasp2_hpc.schema import SettingsError, from_mapping, load_yaml_mapping
 

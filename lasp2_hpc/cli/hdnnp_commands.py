@@ -14,7 +14,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.input_data import read_input_data
 from lasp2_hpc.hdnnp.model import ModelUnits
-from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import train_member
 
 

@@ -19,7 +19,7 @@ from ase.md.md import MolecularDynamics as AseDynamics
 
 from lasp2_hpc.engines.base import OracleRejected, SegmentResult, SegmentSpec
 from lasp2_hpc.hdnnp.committee import Committee, CommitteeCalculator
-from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import train_member
 from lasp2_hpc.schema import from_mapping
 

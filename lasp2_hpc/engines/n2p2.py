@@ -29,6 +29,7 @@ from ase.data import atomic_numbers
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.engines.base import EngineRequirements
 from lasp2_hpc.hdnnp.input_data import write_input_data
+from lasp2_hpc.hdnnp.input_nn import NnpSettings, format_input_nn
 from lasp2_hpc.hdnnp.model import ANGSTROM_EV, HdnnpModel, write_model_units
 from lasp2_hpc.hdnnp.n2p2_keywords import (
     KEYWORD_ALIASES,
@@ -36,8 +37,7 @@ from lasp2_hpc.hdnnp.n2p2_keywords import (
     POTENTIAL_KEYWORDS,
     UNSUPPORTED_KEYWORDS,
 )
-from lasp2_hpc.hdnnp.settings import NnpSettings, format_input_nn
-from lasp2_hpc.hdnnp.setup import HdnnpSetup
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import METRICS_FILE, fit_atom_energies
 from lasp2_hpc.hdnnp.weights import weights_file_name
 from lasp2_hpc.schema import from_mapping

@@ -17,7 +17,7 @@ import vesin
 from ase.data import atomic_numbers, chemical_symbols
 
 from lasp2_hpc.hdnnp.cutoff import cutoff_with_derivative
-from lasp2_hpc.hdnnp.settings import NnpSettings, SymmetryFunction
+from lasp2_hpc.hdnnp.input_nn import NnpSettings, SymmetryFunction
 
 
 @dataclass

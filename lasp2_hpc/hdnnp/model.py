@@ -18,9 +18,9 @@ from ase.data import atomic_numbers
 
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.hdnnp.descriptors import Descriptors, SymmetryFunctionCalculator
+from lasp2_hpc.hdnnp.input_nn import NnpSettings, read_input_nn, write_input_nn
 from lasp2_hpc.hdnnp.network import ElementNetwork
 from lasp2_hpc.hdnnp.scaling import ElementScaling, read_scaling_data, write_scaling_data
-from lasp2_hpc.hdnnp.settings import NnpSettings, read_input_nn, write_input_nn
 from lasp2_hpc.hdnnp.weights import read_weights, weights_file_name, write_weights
 
 METADATA_FILE = "lasp2-model.json"

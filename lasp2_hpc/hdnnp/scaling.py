@@ -15,7 +15,7 @@ import numpy as np
 
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.hdnnp.errors import N2p2FormatError
-from lasp2_hpc.hdnnp.settings import NnpSettings
+from lasp2_hpc.hdnnp.input_nn import NnpSettings
 
 
 @dataclass

@@ -26,10 +26,10 @@ from lasp2_hpc.hdnnp.descriptors import (
     ElementDescriptors,
     SymmetryFunctionCalculator,
 )
+from lasp2_hpc.hdnnp.input_nn import NnpSettings
 from lasp2_hpc.hdnnp.model import ANGSTROM_EV, HdnnpModel
+from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup, TrainingSettings
 from lasp2_hpc.hdnnp.scaling import ElementScaling
-from lasp2_hpc.hdnnp.settings import NnpSettings
-from lasp2_hpc.hdnnp.setup import HdnnpSetup, TrainingSettings
 
 log = logging.getLogger(__name__)
 
