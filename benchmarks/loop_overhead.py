@@ -27,7 +27,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join([*_PATHS, os.environ.get("PYTHONPATH"
 from instant_apps import TEMPLATE, instant_md, instant_train  # noqa: E402
 
 from lasp2_hpc.apps import parsl_apps  # noqa: E402
-from lasp2_hpc.campaign.runner import Runner, open_campaign  # noqa: E402
+from lasp2_hpc.campaign.loop import Runner  # noqa: E402
+from lasp2_hpc.campaign.opening import open_campaign  # noqa: E402
 from lasp2_hpc.examples.gold import gold_dataset  # noqa: E402
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup  # noqa: E402
 from lasp2_hpc.hdnnp.training import train_member  # noqa: E402

@@ -4,6 +4,6 @@
 set -o pipefail  # no -u: site lines (conda activate) may read unset variables
 {{> walltime-guard.sh }}
 cd {{ work_dir }} || exit 2
-# the site's environment for CP2K (module loads), from the site config
+# the site's environment for CP2K (its launch profile: variables, threads, module loads)
 {{ environment|raw }}
 lasp2_until_deadline {{ command|argv }} -i {{ input_file }} -o {{ output_file }}

@@ -4,7 +4,7 @@
 set -o pipefail  # no -u: site lines (conda activate) may read unset variables
 {{> walltime-guard.sh }}
 cd {{ work_dir }} || exit 2
-# the site's environment for n2p2 (module loads), from the site config
+# the site's environment for n2p2 (launch.n2p2: variables, threads, module loads)
 {{ environment|raw }}
-lasp2_until_deadline {{ launcher|argv }} {{ scaling_command|argv }} {{ scaling_bins|int }} > nnp-scaling.log 2>&1 || exit $?
-lasp2_until_deadline {{ launcher|argv }} {{ training_command|argv }} > nnp-train.log 2>&1
+lasp2_until_deadline {{ scaling_command|argv }} {{ scaling_bins|int }} > nnp-scaling.log 2>&1 || exit $?
+lasp2_until_deadline {{ training_command|argv }} > nnp-train.log 2>&1

@@ -4,6 +4,6 @@
 set -o pipefail  # no -u: site lines (conda activate) may read unset variables
 {{> walltime-guard.sh }}
 cd {{ work_dir }} || exit 2
-# the site's environment for VASP (module loads), from the site config
+# the site's environment for VASP (its launch profile: variables, threads, module loads)
 {{ environment|raw }}
 lasp2_until_deadline {{ command|argv }} > vasp.out 2>&1

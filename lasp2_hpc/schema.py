@@ -22,6 +22,8 @@ class SettingsError(ValueError):
     def __init__(self, path: str | Path | None, key: str, message: str, hint: str = "") -> None:
         self.path = Path(path) if path is not None else None
         self.key = key
+        self.message = message
+        self.hint = hint
         where = f"{self.path if self.path is not None else '<settings>'}: key '{key}'"
         text = f"{where}: {message}"
         if hint:

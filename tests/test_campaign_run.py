@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lasp2_hpc.campaign.runner import Runner, open_campaign
+from lasp2_hpc.apps.oracle_journal import ORACLE_JOURNAL_FILE
+from lasp2_hpc.campaign.loop import Runner
+from lasp2_hpc.campaign.opening import open_campaign
 from lasp2_hpc.database.store import StructureDatabase
 from lasp2_hpc.ledger.store import read_journal, read_ledger_file
 
@@ -55,8 +57,8 @@ def check_finished_campaign(directory: Path) -> None:
     assert {c.id for c in labelled} == {e.hash for e in state.labels()}, "missing label"
     calls = Counter(
         r["structure_hash"]
-        for r in read_journal(directory / "events.jsonl")
-        if r["kind"] == "oracle_call" and not r.get("rejected")
+        for r in read_journal(directory / ORACLE_JOURNAL_FILE)
+        if r["task_id"].startswith("label-") and not r.get("rejected")
     )
     for entry in state.labels():
         assert calls[entry.hash] == 1, f"oracle called {calls[entry.hash]} times for {entry.hash}"
@@ -263,7 +265,7 @@ def test_export_writes_the_ledger_database_as_input_data(tmp_path: Path) -> None
 
 
 def test_site_or_campaign_file_writable_by_others_is_refused(tmp_path: Path) -> None:
-    from lasp2_hpc.campaign.runner import UnsafePermissions
+    from lasp2_hpc.campaign.opening import UnsafePermissions
 
     directory = write_tiny_campaign(tmp_path / "c", site="site.yaml")
     _with_thread_site(directory)

@@ -61,7 +61,32 @@ def test_example_loads(campaign: Path) -> None:
     assert settings.committee.seeds == [1, 2, 3, 4]
     assert settings.gamma.trigger == pytest.approx(0.25)
     assert settings.gamma.upper == pytest.approx(3.0)
-    assert settings.oracle.calculator == "emt"
+    assert (settings.oracle.engine, settings.oracle.parameters) == ("ase", {"calculator": "emt"})
+    assert (settings.md.engine, settings.committee.trainer.engine) == ("ase", "hdnnp")
+
+
+def test_the_earlier_engine_shape_is_read_and_launch_keys_are_refused(campaign: Path) -> None:
+    """Campaigns written before {engine, parameters}: read the same; a command in campaign.yaml
+    is refused with the site-config key that takes it now."""
+
+    def earlier(data: dict) -> None:
+        data["oracle"] = {"engine": "ase", "calculator": "emt", "parameters": {}}
+        data["md_engine"] = "ase"
+        data["committee"]["trainer"] = "hdnnp"
+        data["committee"]["trainer_parameters"] = {}
+
+    edit_yaml(campaign, earlier)
+    settings = load_campaign_settings(campaign)
+    assert settings.oracle.parameters == {"calculator": "emt", "arguments": {}}
+    assert (settings.md.engine, settings.committee.trainer.engine) == ("ase", "hdnnp")
+    edit_yaml(
+        campaign,
+        lambda d: d.update(oracle={"engine": "cp2k", "parameters": {"command": "srun cp2k.psmp"}}),
+    )
+    with pytest.raises(SettingsError) as raised:
+        load_campaign_settings(campaign)
+    assert raised.value.key == "oracle.parameters.command"
+    assert "launch.cp2k.command" in str(raised.value) and "site config" in str(raised.value)
 
 
 def test_builder_walker_loads(campaign: Path) -> None:
@@ -133,14 +158,14 @@ BAD_SETTINGS: dict[str, tuple[Edit, str, list[str]]] = {
         ["absent.extxyz", "does not exist", "fix:"],
     ),
     "unknown oracle calculator": (
-        lambda d: d["oracle"].update(calculator="vasp5000"),
-        "oracle.calculator",
-        ["unknown ASE calculator 'vasp5000'", "emt"],
+        lambda d: d["oracle"]["parameters"].update(calculator="vasp5000"),
+        "oracle.parameters.calculator",
+        ["calculator 'vasp5000' is unknown", "emt"],
     ),
     "unknown oracle engine": (
         lambda d: d["oracle"].update(engine="cp2k-daemon"),
         "oracle.engine",
-        ["unknown engine 'cp2k-daemon'", "fix:"],
+        ["unknown oracle engine 'cp2k-daemon'", "fix:", "cp2k"],
     ),
     "unknown builder": (
         lambda d: use_builder(d, "gold:hcp"),

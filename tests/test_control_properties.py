@@ -9,7 +9,8 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from lasp2_hpc.campaign.runner import Runner, open_campaign
+from lasp2_hpc.campaign.loop import Runner
+from lasp2_hpc.campaign.opening import open_campaign
 from lasp2_hpc.cli.main import main
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.ledger.store import read_ledger_file

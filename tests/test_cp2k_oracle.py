@@ -30,7 +30,8 @@ from lasp2_hpc.engines.cp2k import (
     render_input,
 )
 from lasp2_hpc.engines.cp2k_outputs import inspect_cp2k_run, judge_output
-from lasp2_hpc.site.job_environment import DEADLINE_VARIABLE, WalltimeReached
+from lasp2_hpc.jobs.environment import DEADLINE_VARIABLE, WalltimeReached
+from lasp2_hpc.jobs.launch import EngineSetupError, LaunchProfile
 
 DATA = Path(__file__).parent / "data" / "cp2k"
 # the cheap settings of tests/data/cp2k/generate.py: Γ only for the 4-atom cells below
@@ -79,8 +80,11 @@ def stand_in(tmp_path: Path, monkeypatch, au_data: Path) -> Path:
     return program
 
 
-def oracle(**parameters):
-    return registry.oracle("cp2k", "", {"command": "cp2k-stand-in", **parameters})
+def oracle(launch: dict | None = None, **parameters):
+    """The CP2K oracle with these parameters; its site launch profile runs the stand-in unless
+    ``launch`` says otherwise."""
+    profile = LaunchProfile(**{"command": "cp2k-stand-in", **(launch or {})})
+    return registry.oracle("cp2k", parameters, profile)
 
 
 # --- the input -------------------------------------------------------------------------------
@@ -130,13 +134,12 @@ def test_gamma_only_without_kpoints_and_explicit_choices(au_data: Path) -> None:
         kspacing=5.0,
         stress=False,
         added_mos=40,
-        data_dir=str(au_data),
         basis_sets={"Au": "SZV-MOLOPT-SR-GTH"},
         potentials={"Au": "GTH-PBE-q19"},
     )
     text = render_input(au4(), settings, {"Au": 19})
     assert "KPOINTS" not in text and "STRESS_TENSOR" not in text
-    assert f"BASIS_SET_FILE_NAME {au_data}/BASIS_MOLOPT" in text
+    assert "BASIS_SET_FILE_NAME BASIS_MOLOPT" in text  # CP2K finds it in $CP2K_DATA_DIR
     assert "ADDED_MOS 40" in text and "BASIS_SET SZV-MOLOPT-SR-GTH" in text
     assert "POTENTIAL GTH-PBE-q19" in text
 
@@ -158,7 +161,7 @@ def test_extra_sections_replace_ours_by_name(au_data: Path) -> None:
     with pytest.raises(ValueError, match="has no &END"):
         render_input(au4(), Cp2kSettings(extra={"FORCE_EVAL": "&DFT\n"}), {"Au": 11})
     with pytest.raises(ValueError, match=r"oracle\.parameters\.extra"):
-        registry.oracle("cp2k", "", {"extra": {"FORCE EVAL": "X 1"}})
+        registry.oracle("cp2k", {"extra": {"FORCE EVAL": "X 1"}})
 
 
 def test_extra_sections_with_parameters_and_repeated_keywords(au_data: Path) -> None:
@@ -193,12 +196,12 @@ def test_extra_sections_with_parameters_and_repeated_keywords(au_data: Path) -> 
 )
 def test_extra_cannot_change_what_lasp2_reads(au_data: Path, extra: dict) -> None:
     with pytest.raises(ValueError, match=r"oracle\.parameters\.extra.*written by lasp2"):
-        registry.oracle("cp2k", "", {"extra": extra})
+        registry.oracle("cp2k", {"extra": extra})
 
 
 def test_smearing_needs_a_temperature(au_data: Path) -> None:
     with pytest.raises(ValueError, match=r"electronic_temperature must be > 0"):
-        registry.oracle("cp2k", "", {"electronic_temperature": 0})
+        registry.oracle("cp2k", {"electronic_temperature": 0})
 
 
 def test_kpoint_rule_is_vasp_kspacing() -> None:
@@ -224,33 +227,42 @@ def test_kpoint_rule_is_vasp_kspacing() -> None:
 
 
 def test_setup_errors_name_what_to_set(stand_in: Path, tmp_path: Path, monkeypatch) -> None:
-    with pytest.raises(Cp2kSetupError, match=r"oracle\.parameters\.data_dir /nowhere is not a"):
-        registry.oracle("cp2k", "", {"data_dir": "/nowhere"})
     with pytest.raises(Cp2kSetupError, match=r"no basis set TZV2P-X for Au .*basis_sets\.Au"):
-        registry.oracle("cp2k", "", {"basis_sets": {"Au": "TZV2P-X"}})
+        oracle(basis_sets={"Au": "TZV2P-X"}).label(au4(), tmp_path / "basis")
     with pytest.raises(Cp2kSetupError, match=r"no potential GTH-LDA for Au .*potentials\.Au"):
-        registry.oracle("cp2k", "", {"potentials": {"Au": "GTH-LDA"}})
+        oracle(potentials={"Au": "GTH-LDA"}).label(au4(), tmp_path / "potential")
     with pytest.raises(Cp2kSetupError, match=r"no CP2K data file .*BASIS_X.*basis_set_file"):
-        registry.oracle("cp2k", "", {"basis_set_file": "BASIS_X"})
+        oracle(basis_set_file="BASIS_X").label(au4(), tmp_path / "file")
     with pytest.raises(ValueError, match=r"oracle\.parameters\.ncpus"):
-        registry.oracle("cp2k", "", {"ncpus": 4})
+        registry.oracle("cp2k", {"ncpus": 4})
     with pytest.raises(ValueError, match=r"oracle\.parameters\.cutoff"):
-        registry.oracle("cp2k", "", {"cutoff": 0})
-    # elements not named in the settings are checked when a structure of them comes
+        registry.oracle("cp2k", {"cutoff": 0})
+    # how CP2K starts is the site's: a command in campaign.yaml's parameters is refused
+    with pytest.raises(ValueError, match=r"oracle\.parameters\.command"):
+        registry.oracle("cp2k", {"command": "cp2k.psmp"})
     with pytest.raises(Cp2kSetupError, match=r"no basis set DZVP-MOLOPT-SR-GTH for Cu"):
         oracle().label(bulk("Cu"), tmp_path / "cu")
     # the executable: looked up on PATH when no environment lines may bring it
-    with pytest.raises(Cp2kSetupError, match=r"no-such-cp2k .*not on PATH.*oracle\.parameters"):
-        oracle(command="srun no-such-cp2k").label(au4(), tmp_path / "a")
+    with pytest.raises(EngineSetupError, match=r"no-such-cp2k .*not on PATH.*launch\.cp2k"):
+        oracle({"command": "no-such-cp2k", "launcher": "env"}).label(au4(), tmp_path / "a")
     # ... else the job's exit status 127 tells
-    with pytest.raises(Cp2kSetupError, match=r"not found where the job ran \(exit status 127"):
-        oracle(command="no-such-cp2k", environment="export X=1").label(au4(), tmp_path / "b")
-    # no data folder at all on this host
+    with pytest.raises(EngineSetupError, match=r"not found where the job ran \(exit status 127"):
+        oracle({"command": "no-such-cp2k", "environment": "export X=1"}).label(
+            au4(), tmp_path / "b"
+        )
+    # the data folder from the site's launch profile (a variable the oracle sees too)
+    elsewhere = tmp_path / "site-data"
+    shutil.copytree(stand_in.parent.parent / "cp2k-data", elsewhere)
     monkeypatch.delenv("CP2K_DATA_DIR")
     monkeypatch.setattr(cp2k, "DEBIAN_DATA_DIR", str(tmp_path / "not-installed"))
-    missing = oracle()  # the site may bring one: no error when the campaign is read
-    with pytest.raises(Cp2kSetupError, match=r"no CP2K data directory.*data_dir.*CP2K_DATA_DIR"):
-        missing.label(au4(), tmp_path / "c")
+    with pytest.raises(Cp2kSetupError, match=r"no CP2K data directory.*launch\.cp2k\.variables"):
+        oracle().label(au4(), tmp_path / "c")
+    monkeypatch.setenv("CP2K_STAND_IN_OUTPUT", str(DATA / "converged_au4_gamma" / "cp2k.out.gz"))
+    labelled = oracle({"variables": {"CP2K_DATA_DIR": str(elsewhere)}}, **CHEAP).label(
+        au4(), tmp_path / "with-variables"
+    )
+    assert np.isfinite(labelled.get_potential_energy())
+    assert "CP2K_DATA_DIR" not in os.environ  # set for the oracle's work only
     with pytest.raises(Cp2kSetupError, match="periodic cells only"):
         oracle().label(_molecule(), tmp_path / "d")
 
@@ -262,11 +274,12 @@ def _molecule():
 
 
 def test_requirements_for_site_check() -> None:
-    needs = cp2k.requirements({"command": "mpirun -np 4 cp2k.psmp"})
+    needs = oracle({"command": "cp2k.psmp", "launcher": "mpirun", "ranks": 4}).requirements()
     assert [p for p, _ in needs.programs] == ["mpirun", "cp2k.psmp"]
     assert needs.files[0][0] == '"${CP2K_DATA_DIR:-/usr/share/cp2k}"/BASIS_MOLOPT'
-    explicit = cp2k.requirements({"data_dir": "/opt/cp2k data"})
-    assert explicit.files[1] == ("'/opt/cp2k data'/GTH_POTENTIALS", "oracle.parameters.data_dir")
+    site_data = oracle({"variables": {"CP2K_DATA_DIR": "/opt/cp2k data"}}).requirements()
+    assert "export CP2K_DATA_DIR='/opt/cp2k data'" in site_data.environment
+    assert site_data.files[1][1] == "launch.cp2k.variables.CP2K_DATA_DIR"
 
 
 # --- real CP2K outputs, judged ---------------------------------------------------------------
@@ -494,7 +507,7 @@ def test_the_walltime_guard_stops_cp2k(stand_in: Path, tmp_path: Path, monkeypat
     monkeypatch.setenv(DEADLINE_VARIABLE, str(int(time.time()) + 2))
     with pytest.raises(WalltimeReached):
         # bash -c takes CP2K's "-i cp2k.inp -o cp2k.out" as its $0... and ignores them
-        oracle(command="bash -c 'sleep 120'").label(au4(), tmp_path / "slow")
+        oracle({"command": "bash -c 'sleep 120'"}).label(au4(), tmp_path / "slow")
 
 
 # --- real CP2K -------------------------------------------------------------------------------
@@ -520,7 +533,7 @@ def real_label(tmp_path_factory) -> tuple:
         atoms = au4()
         work = tmp_path_factory.mktemp("cp2k-real")
         started = time.time()
-        labelled = registry.oracle("cp2k", "", {"command": command, **CHEAP}).label(atoms, work)
+        labelled = oracle({"command": command}, **CHEAP).label(atoms, work)
         return atoms, labelled, work, time.time() - started
 
 
@@ -550,7 +563,7 @@ def test_real_cp2k_forces_and_stress_match_finite_differences(
     atoms, labelled, _, _ = real_label
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv(DEADLINE_VARIABLE, raising=False)
-    oracle_ = registry.oracle("cp2k", "", {"command": cp2k_executable(), **CHEAP})
+    oracle_ = oracle({"command": cp2k_executable()}, **CHEAP)
     moved = atoms.copy()
     h = 0.01  # Å, along x on atom 1
     moved.positions[1, 0] += h
@@ -576,7 +589,10 @@ def test_real_cp2k_forces_and_stress_match_finite_differences(
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_a_campaign_under_slurm_labels_with_cp2k(tmp_path: Path) -> None:
-    """A tiny campaign on 4-atom cells, labels as SLURM jobs running real CP2K."""
+    """A tiny campaign on 4-atom cells, labels as SLURM jobs running real CP2K. Its site's launch
+    profile first names a CP2K that does not exist: the label fails with a setup error and the
+    head stops, blocked (exit 6), nothing finished; after fixing only the site config, `lasp2
+    rerun --array` labels it as a job array, and `lasp2 run` finishes the campaign."""
     import yaml
 
     from lasp2_hpc.ledger.store import read_ledger_file
@@ -607,26 +623,53 @@ def test_a_campaign_under_slurm_labels_with_cp2k(tmp_path: Path) -> None:
         ],
         gamma={"trigger": 0.02, "upper": 50.0},
         labelling={"max_labels": 2},
-        oracle={
-            "engine": "cp2k",
-            "parameters": {"command": command, "environment": "export OMP_NUM_THREADS=1", **CHEAP},
-        },
+        oracle={"engine": "cp2k", "parameters": CHEAP},
     )
     # the initial database of this oracle's own labels (tests/data/cp2k/README.md)
     shutil.copy(DATA / "initial-au4-cp2k.extxyz", directory / "database" / "initial.extxyz")
     ase.io.write(directory / "start.extxyz", bulk("Au", "fcc", a=4.14, cubic=True))
     dft = {"walltime": "00:10:00", "walltime_margin": 60, "init_blocks": 0, "max_blocks": 1}
-    (directory / "site.yaml").write_text(yaml.safe_dump(split_site(dft)))
-    head = lasp2("run", str(directory), "-q")
-    try:
-        _, error = head.communicate(timeout=600)
-    finally:
-        if head.poll() is None:
-            head.kill()
-    assert head.returncode == 0, error[-3000:]
+
+    def site(cp2k_command: str) -> None:
+        config = split_site(dft)
+        config["launch"] = {"cp2k": {"command": cp2k_command, "threads": 1}}
+        (directory / "site.yaml").write_text(yaml.safe_dump(config))
+
+    def lasp2_done(*arguments: str, timeout: float = 600) -> tuple[int, str, str]:
+        process = lasp2(*arguments)
+        try:
+            out, error = process.communicate(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        return process.returncode, out, error
+
+    site("cp2k.not-installed")  # a wrong command in the site config
+    code, _, error = lasp2_done("run", str(directory), "-q")
+    assert code == 6, error[-3000:]
+    assert "waits for a fix" in error and "launch.cp2k" in error
+    state = read_ledger_file(directory / "ledger.json")
+    (blocked,) = [t for t in state.tasks.values() if t.status == "blocked"]
+    assert blocked.kind == "label" and not state.finished and not state.labels()
+
+    site(command)  # the fix: the site config only
+    code, out, error = lasp2_done(
+        "rerun", str(directory), "--kind", "dft", "--array", "--poll", "2"
+    )
+    assert code == 0, out + error[-3000:]
+    state = read_ledger_file(directory / "ledger.json")
+    repaired = state.tasks[blocked.id]  # the same task, by its id
+    assert repaired.status == "done" and repaired.job_id and "_" in repaired.job_id
+    assert len(state.labels()) == 1
+    script = (directory / blocked.work_dir / "cp2k" / "cp2k.sh").read_text()
+    assert command in script and "cp2k.not-installed" not in script
+
+    code, _, error = lasp2_done("run", str(directory), "-q")
+    assert code == 0, error[-3000:]
     state = read_ledger_file(directory / "ledger.json")
     labels = state.labels()
-    assert labels and all(e.provenance["oracle"] == "cp2k" for e in labels)
+    assert state.finished and labels and all(e.provenance["oracle"] == "cp2k" for e in labels)
+    assert state.energy_convention == "cp2k:free"
     assert len(state.database) == 3 + len(labels)  # the database grew by CP2K's labels
     for task in (t for t in state.tasks.values() if t.kind == "label" and t.status == "done"):
         assert task.job_id, "a label ran outside a SLURM job"

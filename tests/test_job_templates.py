@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from lasp2_hpc.schema import SettingsError, from_mapping
-from lasp2_hpc.site.config import ExecutorSettings, SiteConfig, parsl_config
-from lasp2_hpc.site.job_environment import (
+from lasp2_hpc.engines.n2p2 import N2p2Trainer
+from lasp2_hpc.jobs.environment import (
     DEADLINE_VARIABLE,
     WalltimeReached,
     scheduler_job_id,
     walltime_guard,
 )
-from lasp2_hpc.site.scheduler import PbsPro, SchedulerError, Slurm
-from lasp2_hpc.site.templates import (
+from lasp2_hpc.jobs.launch import LaunchProfile
+from lasp2_hpc.jobs.templates import (
     JobScriptFailed,
     TemplateError,
     builtin_job_templates,
@@ -28,6 +27,9 @@ from lasp2_hpc.site.templates import (
     render_into,
     run_job_script,
 )
+from lasp2_hpc.schema import SettingsError, from_mapping
+from lasp2_hpc.site.config import ExecutorSettings, SiteConfig, parsl_config
+from lasp2_hpc.site.scheduler import PbsPro, SchedulerError, Slurm
 
 HOSTILE_DIRECTORY = "run $(touch PWNED); it's `touch PWNED2`"
 
@@ -49,8 +51,8 @@ ENGINE_VALUES = {
     "vasp.sh": {},
     "cp2k.sh": {"input_file": "in put.inp", "output_file": "out;put.out"},
     "lammps.sh": {"input_script": "md $(x).in", "log_file": "log.lammps"},
+    "program.sh": {"arguments": "'in put' 'out;put'", "output_file": "program $(x).out"},
     "n2p2-train.sh": {
-        "launcher": "",
         "scaling_command": "engine-stand-in scaling",
         "scaling_bins": 500,
         "training_command": "engine-stand-in 'train me'",
@@ -84,6 +86,7 @@ def test_engine_scripts_quote_every_value_and_run_in_their_work_dir(
             "none",
         ],
         "n2p2-train.sh": ["train me"],  # the second command: nnp-train after nnp-scaling
+        "program.sh": ["--flag", "two words", "in put", "out;put"],
     }[template]
     assert called[1:] == expected
     assert not list(tmp_path.rglob("PWNED*")), "a value was executed by the shell"
@@ -104,14 +107,14 @@ def test_rendered_lines_exactly() -> None:
     assert "module load vasp/6.4" in lines
     assert lines[-1] == "lasp2_until_deadline srun -n 4 vasp_std > vasp.out 2>&1"
     assert 'timeout --signal=TERM --kill-after=30 "$remaining" "$@"' in text
+    profile = LaunchProfile(launcher="mpirun", ranks=8).over(N2p2Trainer.default_launch)
     n2p2 = render(
         "n2p2-train.sh",
         {
             "work_dir": "/w",
-            "launcher": "mpirun -np 8",
-            "scaling_command": "nnp-scaling",
+            "scaling_command": profile.command_line("scaling"),
             "scaling_bins": 500,
-            "training_command": "nnp-train",
+            "training_command": profile.command_line("training"),
         },
     )
     assert n2p2.splitlines()[-2:] == [

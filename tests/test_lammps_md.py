@@ -23,19 +23,19 @@ from ase.build import bulk
 from ase.calculators.lammps import Prism
 
 from lasp2_hpc.engines import lammps_files as files
+from lasp2_hpc.engines import registry
 from lasp2_hpc.engines.base import SegmentResult, SegmentSpec, thermalize
 from lasp2_hpc.engines.lammps import (
     RESTART_KEY,
     RESTART_STEP_KEY,
-    LammpsMolecularDynamics,
     LammpsRunFailed,
     LammpsSetupError,
-    requirements,
 )
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
 from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits
 from lasp2_hpc.hdnnp.potential_settings import AngularSet, HdnnpSetup, RadialGrid
 from lasp2_hpc.hdnnp.training import compute_scaling
+from lasp2_hpc.jobs.launch import EngineSetupError, LaunchProfile
 from lasp2_hpc.schema import SettingsError
 
 TEMPERATURE = 400.0
@@ -126,7 +126,29 @@ def _named_restart(result: SegmentResult, work_dir: Path) -> Path:
     return work_dir.parent / result.accepted.info[RESTART_KEY]
 
 
-def _spec(work_dir: Path | None, parameters: dict, **changes) -> SegmentSpec:
+@dataclasses.dataclass
+class Segment:
+    """A segment for the LAMMPS engine: its spec, and the engine's md.parameters with the launch
+    profile's keys (command, environment) among them, as the tests write them."""
+
+    spec: SegmentSpec
+    parameters: dict
+
+
+LAUNCH_KEYS = ("command", "environment")
+
+
+def _engine(parameters: dict):
+    launch = LaunchProfile(**{k: v for k, v in parameters.items() if k in LAUNCH_KEYS})
+    science = {k: v for k, v in parameters.items() if k not in LAUNCH_KEYS}
+    return registry.md_engine("lammps", science, launch)
+
+
+def _run(atoms: Atoms, committee: Path, segment: Segment) -> SegmentResult:
+    return _engine(segment.parameters).run_segment(atoms, committee, segment.spec)
+
+
+def _spec(work_dir: Path | None, parameters: dict, **changes) -> Segment:
     spec = SegmentSpec(
         steps=STEPS,
         first_step=0,
@@ -139,9 +161,8 @@ def _spec(work_dir: Path | None, parameters: dict, **changes) -> SegmentSpec:
         gamma_variant="atom",
         seed=7,
         work_dir=work_dir,
-        engine_parameters=parameters,
     )
-    return replace(spec, **changes)
+    return Segment(replace(spec, **changes), parameters)
 
 
 def _eam(lammps: tuple[str, Path], **more) -> dict:
@@ -156,7 +177,7 @@ def reference(
     """One uninterrupted segment with a trigger nothing reaches: the trajectory and γ trace
     every other run is compared with."""
     work = tmp_path_factory.mktemp("reference")
-    result = LammpsMolecularDynamics().run_segment(_gold(), committee, _spec(work, _eam(lammps)))
+    result = _run(_gold(), committee, _spec(work, _eam(lammps)))
     assert result.outcome == "completed"
     result.accepted.info["lammps_work_dir"] = str(work)  # for the tests that resolve its restart
     return result
@@ -209,12 +230,12 @@ def test_hdnnp_lines_for_the_driving_member(tmp_path: Path) -> None:
     ):
         work = tmp_path / f"work-{directory.name}"
         spec = _spec(work, {"command": str(stand_in)}, driver=driver)
-        with pytest.raises(LammpsSetupError, match=r"ML-HDNNP.*md_parameters\.command"):
-            LammpsMolecularDynamics().run_segment(atoms, directory, spec)
+        with pytest.raises(LammpsSetupError, match=r"ML-HDNNP.*launch\.lammps\.command"):
+            _run(atoms, directory, spec)
         run = work / "lammps" / "run-000"
         lines = (run / files.INPUT_SCRIPT).read_text().splitlines()
         assert (
-            f"pair_style hdnnp {cutoff} dir hdnnp/ showew no showewsum 0 resetew yes "
+            f"pair_style hdnnp {cutoff} dir hdnnp/ showew no showewsum {CHECK} resetew yes "
             f"maxew 2147483647 {factors}"
         ) in lines
         assert "pair_coeff * * Au" in lines
@@ -287,26 +308,29 @@ def test_data_file_velocities_are_metal_units(tmp_path: Path) -> None:
 
 
 def test_settings_errors_name_the_key(tmp_path: Path, committee: Path) -> None:
-    with pytest.raises(SettingsError, match=r"md_parameters\.pair_coeff"):
-        LammpsMolecularDynamics().run_segment(
-            _gold(), committee, _spec(tmp_path, {"pair_style": "eam"})
-        )
-    with pytest.raises(SettingsError, match=r"md_parameters\.comand"):
-        LammpsMolecularDynamics().run_segment(_gold(), committee, _spec(tmp_path, {"comand": "x"}))
-    needs = requirements({"command": "srun -n 4 lmp_mpi", "environment": "module load lammps"})
-    assert needs.programs == [("srun", "md_parameters.command"),
-                              ("lmp_mpi", "md_parameters.command")]  # fmt: skip
+    with pytest.raises(SettingsError, match=r"md\.parameters\.pair_coeff"):
+        _run(_gold(), committee, _spec(tmp_path, {"pair_style": "eam"}))
+    with pytest.raises(SettingsError, match=r"md\.parameters\.comand"):
+        _run(_gold(), committee, _spec(tmp_path, {"comand": "x"}))
+    # how LAMMPS starts is the site's launch profile, never a campaign parameter
+    with pytest.raises(SettingsError, match=r"md\.parameters\.command"):
+        registry.md_engine("lammps", {"command": "lmp"})
+    needs = _engine(
+        {"command": "srun -n 4 lmp_mpi", "environment": "module load lammps"}
+    ).requirements()
+    assert needs.programs == [("srun", "launch.lammps.command"),
+                              ("lmp_mpi", "launch.lammps.command")]  # fmt: skip
     assert needs.environment == "module load lammps"
 
 
 def test_missing_executable_names_the_setting(tmp_path: Path, committee: Path) -> None:
     spec = _spec(tmp_path, {"command": "lmp-that-does-not-exist"})
-    with pytest.raises(LammpsSetupError, match=r"md_parameters\.command"):
-        LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    with pytest.raises(EngineSetupError, match=r"launch\.lammps\.command"):
+        _run(_gold(), committee, spec)
     # with environment lines the program may come from a module: found missing when run
     spec = _spec(tmp_path, {"command": "lmp-that-does-not-exist", "environment": "true"})
-    with pytest.raises(LammpsSetupError, match=r"not found on the compute node"):
-        LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    with pytest.raises(EngineSetupError, match=r"not found where the job ran.*launch\.lammps"):
+        _run(_gold(), committee, spec)
 
 
 # ------------------------------------------------------------------------- real LAMMPS, Au EAM
@@ -327,9 +351,8 @@ def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
     lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
 ) -> None:
     index, threshold = _threshold_mid_segment(reference.gamma_trace)
-    md = LammpsMolecularDynamics()
     spec = _spec(tmp_path / "triggered", _eam(lammps), trigger=threshold)
-    triggered = md.run_segment(_gold(), committee, spec)
+    triggered = _run(_gold(), committee, spec)
 
     trigger_step, trigger_gamma = reference.gamma_trace[index]
     assert triggered.outcome == "triggered"
@@ -355,7 +378,7 @@ def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
     rest = STEPS - triggered.accepted_step
     spec = _spec(tmp_path / "continued", _eam(lammps),
                  first_step=triggered.accepted_step, steps=rest)  # fmt: skip
-    continued = md.run_segment(triggered.accepted, committee, spec)
+    continued = _run(triggered.accepted, committee, spec)
     run = tmp_path / "continued" / "lammps" / "run-000"
     assert "read_restart start.restart" in (run / files.INPUT_SCRIPT).read_text()
     first_dumped = files.read_dump(run / files.DUMP_FILE)[0]
@@ -372,8 +395,8 @@ def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
     # accepted state, the trajectory only close to the uninterrupted one
     fresh_start = triggered.accepted.copy()
     del fresh_start.info[RESTART_KEY]
-    spec = replace(spec, work_dir=tmp_path / "fresh")
-    fresh = md.run_segment(fresh_start, committee, spec)
+    spec = Segment(replace(spec.spec, work_dir=tmp_path / "fresh"), spec.parameters)
+    fresh = _run(fresh_start, committee, spec)
     run = tmp_path / "fresh" / "lammps" / "run-000"
     assert "read_data data.lmp" in (run / files.INPUT_SCRIPT).read_text()
     first_dumped = files.read_dump(run / files.DUMP_FILE)[0]
@@ -395,7 +418,7 @@ def test_upper_bound_reports_exploded(
     step, gamma = reference.gamma_trace[index]
     upper = 0.5 * (threshold + gamma)  # above the trigger, below the first γ over it
     spec = _spec(tmp_path, _eam(lammps), trigger=threshold, upper=upper)
-    result = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    result = _run(_gold(), committee, spec)
     assert result.outcome == "exploded"
     assert result.accepted_step == step - CHECK
     assert result.trigger_frame is None
@@ -407,7 +430,7 @@ def test_runs_of_fewer_steps_continue_exactly(
 ) -> None:
     """steps_per_run splits a segment into LAMMPS runs chained by restarts: same trajectory."""
     spec = _spec(tmp_path, _eam(lammps, steps_per_run=100))
-    chained = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    chained = _run(_gold(), committee, spec)
     assert sorted(p.name for p in (tmp_path / "lammps").iterdir()) == [
         "run-000", "run-001", "run-002"]  # fmt: skip
     assert [s for s, _ in chained.gamma_trace] == [s for s, _ in reference.gamma_trace]
@@ -425,7 +448,7 @@ def test_triclinic_cell_and_no_momenta(
     structure written; velocities are created from the seed when the atoms have none."""
     atoms = bulk("Au", "fcc", a=4.08).repeat(4)
     spec = _spec(tmp_path, _eam(lammps), steps=40)
-    result = LammpsMolecularDynamics().run_segment(atoms, committee, spec)
+    result = _run(atoms, committee, spec)
     script = (tmp_path / "lammps" / "run-000" / files.INPUT_SCRIPT).read_text()
     assert "velocity all create 400.0" in script
     assert "xy xz yz" in (tmp_path / "lammps" / "run-000" / files.DATA_FILE).read_text()
@@ -439,7 +462,7 @@ def test_lammps_error_is_reported_with_its_line(
 ) -> None:
     spec = _spec(tmp_path, {**_eam(lammps), "pair_coeff": ["* * /no/such/Au.eam"]})
     with pytest.raises(LammpsRunFailed, match=r"(?i)cannot open eam potential file"):
-        LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+        _run(_gold(), committee, spec)
 
 
 def test_blown_up_dynamics_is_exploded(
@@ -448,7 +471,7 @@ def test_blown_up_dynamics_is_exploded(
     """A 0.5 ps time step loses atoms; LAMMPS stops with an error, the segment is exploded and
     the walker keeps its last accepted frame."""
     spec = _spec(tmp_path, _eam(lammps), timestep=500.0, steps=200)
-    result = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    result = _run(_gold(), committee, spec)
     assert result.outcome == "exploded"
     assert result.accepted_step < 200
     start = _gold()
@@ -464,7 +487,7 @@ def test_stochastic_thermostats_run(
     """The campaign's other thermostat kinds are LAMMPS fixes this LAMMPS knows."""
     thermostat = {"kind": kind, "friction": 0.01, "time_constant": 100.0}
     spec = _spec(tmp_path, _eam(lammps), steps=40, thermostat=thermostat)
-    result = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    result = _run(_gold(), committee, spec)
     assert result.outcome == "completed" and result.accepted_step == 40
 
 
@@ -477,7 +500,7 @@ def test_restart_of_another_state_is_not_used(
     start.info[RESTART_KEY] = reference.accepted.info[RESTART_KEY]
     start.info[RESTART_STEP_KEY] = STEPS
     spec = _spec(tmp_path, _eam(lammps), first_step=STEPS, steps=20)
-    result = LammpsMolecularDynamics().run_segment(start, committee, spec)
+    result = _run(start, committee, spec)
     assert "does not hold the start structure" in caplog.text
     run = tmp_path / "lammps" / "run-000"
     assert "read_data data.lmp" in (run / files.INPUT_SCRIPT).read_text()
@@ -493,7 +516,7 @@ def test_segment_not_a_whole_number_of_checks(
 ) -> None:
     """As in the embedded engine, the last check is the last step (here from final.dump)."""
     spec = _spec(tmp_path, _eam(lammps), steps=45)
-    result = LammpsMolecularDynamics().run_segment(_gold(), committee, spec)
+    result = _run(_gold(), committee, spec)
     assert [s for s, _ in result.gamma_trace] == [10, 20, 30, 40, 45]
     assert result.accepted_step == 45 and result.accepted.info[RESTART_STEP_KEY] == 45
     assert len(list((tmp_path / "lammps").iterdir())) == 1  # one LAMMPS run
@@ -508,7 +531,8 @@ def test_a_campaign_switches_to_lammps_by_its_settings_alone(
     changed: segments run as LAMMPS jobs, triggers are labelled, walkers continue."""
     import yaml
 
-    from lasp2_hpc.campaign.runner import Runner, open_campaign
+    from lasp2_hpc.campaign.loop import Runner
+    from lasp2_hpc.campaign.opening import open_campaign
     from lasp2_hpc.ledger.store import read_ledger_file
     from tests.campaigns import write_tiny_campaign
 
@@ -516,15 +540,17 @@ def test_a_campaign_switches_to_lammps_by_its_settings_alone(
     campaign = write_tiny_campaign(
         tmp_path / "campaign",
         site="site.yaml",
-        md_engine="lammps",
-        md_parameters={
-            "command": command,
-            "pair_style": "eam",
-            "pair_coeff": [f"* * {potential}"],
+        md={
+            "engine": "lammps",
+            "parameters": {"pair_style": "eam", "pair_coeff": [f"* * {potential}"]},
         },
         labelling={"max_labels": 2},
     )
-    threads = {"name": "threads", "executors": [{"label": "threads", "kind": "threads"}]}
+    threads = {
+        "name": "threads",
+        "executors": [{"label": "threads", "kind": "threads"}],
+        "launch": {"lammps": {"command": command}},
+    }
     (campaign / "site.yaml").write_text(yaml.safe_dump(threads))
     Runner(open_campaign(campaign)).run()
     state = read_ledger_file(campaign / "ledger.json")
@@ -545,7 +571,8 @@ def test_a_walker_continues_across_tasks_from_the_named_restart_after_a_move(
     import ase.io
     import yaml
 
-    from lasp2_hpc.campaign.runner import Runner, open_campaign
+    from lasp2_hpc.campaign.loop import Runner
+    from lasp2_hpc.campaign.opening import open_campaign
     from lasp2_hpc.engines.lammps import _usable_restart
     from lasp2_hpc.ledger.store import read_ledger_file
     from tests.campaigns import write_tiny_campaign
@@ -554,11 +581,17 @@ def test_a_walker_continues_across_tasks_from_the_named_restart_after_a_move(
     campaign = write_tiny_campaign(
         tmp_path / "before",
         site="site.yaml",
-        md_engine="lammps",
-        md_parameters={"command": command, "pair_style": "eam", "pair_coeff": [f"* * {potential}"]},
+        md={
+            "engine": "lammps",
+            "parameters": {"pair_style": "eam", "pair_coeff": [f"* * {potential}"]},
+        },
         gamma={"trigger": 40.0, "upper": 50.0},  # never reached: every segment completes
     )
-    threads = {"name": "threads", "executors": [{"label": "threads", "kind": "threads"}]}
+    threads = {
+        "name": "threads",
+        "executors": [{"label": "threads", "kind": "threads"}],
+        "launch": {"lammps": {"command": command}},
+    }
     (campaign / "site.yaml").write_text(yaml.safe_dump(threads))
     Runner(open_campaign(campaign)).run()
     state = read_ledger_file(campaign / "ledger.json")
@@ -581,7 +614,7 @@ def test_a_walker_continues_across_tasks_from_the_named_restart_after_a_move(
 def test_a_walker_without_a_thermostat_kind_gets_each_engines_default() -> None:
     """kind: null (the campaign default): Nosé–Hoover in LAMMPS, Langevin in ASE."""
     from lasp2_hpc.campaign.settings import ThermostatSettings
-    from lasp2_hpc.engines.embedded import _thermostat
+    from lasp2_hpc.engines.ase_md import thermostat
 
     default = dataclasses.asdict(ThermostatSettings())
     assert default["kind"] is None
@@ -589,4 +622,4 @@ def test_a_walker_without_a_thermostat_kind_gets_each_engines_default() -> None:
         "fix thermostat all nvt temp 400.0 400.0 0.1"
     ]
     spec = _spec(None, {}, thermostat=default)
-    assert type(_thermostat(_gold(), spec)).__name__ == "Langevin"
+    assert type(thermostat(_gold(), spec.spec)).__name__ == "Langevin"

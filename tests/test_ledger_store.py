@@ -140,7 +140,7 @@ def test_wrong_schema_version_is_a_ledger_error(ledger: Ledger) -> None:
     with pytest.raises(LedgerError, match="version") as error:
         Ledger(ledger.directory).load()
     assert "99" in str(error.value)
-    assert f"reads versions 1, {SCHEMA_VERSION}" in str(error.value)
+    assert f"reads versions 1, 2, {SCHEMA_VERSION}" in str(error.value)
     assert str(ledger.previous_path) in str(error.value)
 
 

@@ -12,17 +12,19 @@ from lasp2_hpc.ledger.events import (
     MemberTrained,
     SegmentFinished,
     TaskFailed,
+    TaskLost,
     TasksRerun,
     TaskSubmitted,
     TaskTimedOut,
 )
-from lasp2_hpc.ledger.machine import Policy, TransitionError, WalkerPolicy, apply, plan
+from lasp2_hpc.ledger.machine import TransitionError, apply
+from lasp2_hpc.ledger.planning import OraclePolicy, Policy, WalkerPolicy, plan
 from lasp2_hpc.ledger.state import CampaignState, DatabaseEntry, WalkerRecord
 
 
 def policy(mode: str = "sequential", **overrides) -> Policy:
     walkers = {
-        name: WalkerPolicy(segment_steps=50, total_steps=200, inputs={"temperature": 300.0})
+        name: WalkerPolicy(segment_steps=50, total_steps=200, temperature=300.0)
         for name in ("a", "b")
     }
     values = {"mode": mode, "member_seeds": [1, 2], "max_labels": 10, "walkers": walkers}
@@ -246,11 +248,12 @@ def test_properties_are_measured_once_with_the_oracle_then_per_ready_committee()
     from lasp2_hpc.ledger.events import PropertiesEvaluated
 
     probes = [{"name": "surface_100", "kind": "surface_energy", "facet": "100"}]
-    current = policy(probes=probes, oracle_inputs={"oracle": "ase", "calculator": "emt"})
+    current = policy(probes=probes, oracle=OraclePolicy("ase", {"calculator": "emt"}))
     state = started()
     first = plan(state, current).tasks
     (reference,) = [t for t in first if t.kind == "evaluate"]
-    assert reference.inputs["target"] == "reference" and reference.inputs["calculator"] == "emt"
+    assert reference.inputs["target"] == "reference"
+    assert reference.inputs["oracle_parameters"] == {"calculator": "emt"}
     for task in first:
         state = apply(state, TaskSubmitted(1.0, task.record()))
     for task in first:
@@ -269,3 +272,76 @@ def test_properties_are_measured_once_with_the_oracle_then_per_ready_committee()
     state = apply(state, PropertiesEvaluated(5.0, measure.id, 0, values))
     assert state.committees[0].properties == values
     assert not [t for t in plan(state, current).tasks if t.kind == "evaluate"]  # never twice
+
+
+def test_a_committee_half_submitted_when_the_head_died_gets_its_other_members() -> None:
+    """Killed between the members' submissions: the next plan submits the missing members,
+    with the same identities as the first plan gave them, and nothing twice."""
+    current = policy(member_seeds=[1, 2, 3, 4])
+    state = started()
+    members = plan(state, current).tasks
+    assert len(members) == 4
+    state = apply(state, TaskSubmitted(1.0, members[0].record()))
+    state = apply(state, TaskSubmitted(1.0, members[1].record()))
+    again = [t for t in plan(state, current).tasks if t.kind == "train"]
+    assert [t.id for t in again] == [t.id for t in members[2:]]
+    for task in again:
+        state = apply(state, TaskSubmitted(2.0, task.record()))
+    assert not [t for t in plan(state, current).tasks if t.kind == "train"]
+    for task in members:
+        state = apply(state, MemberTrained(3.0, task.id, {}))
+    assert state.committees[0].status == "ready" and len(state.committees[0].members) == 4
+
+
+def test_a_lost_task_keeps_its_attempts_and_waits_its_back_off() -> None:
+    current = policy(max_attempts=1)
+    state = started()
+    (first, _) = plan(state, current).tasks
+    state = apply(state, TaskSubmitted(1.0, first.record()))
+    for lost in range(5):  # a worker pool killed five times: never a failure of the task
+        state = apply(state, TaskLost(2.0, first.id, "ManagerLost", retry_after=100.0))
+        task = state.tasks[first.id]
+        assert (task.status, task.failures, task.infrastructure_failures) == (
+            "pending",
+            0,
+            lost + 1,
+        )
+        assert first.id not in [t.id for t in plan(state, current, now=50.0).tasks]
+        assert plan(state, current, now=50.0).finish_reason is None  # waits, never finishes
+        assert first.id in [t.id for t in plan(state, current, now=100.0).tasks]
+        state = apply(state, TaskSubmitted(100.0, first.record()))
+    assert not state.finished
+
+
+def test_a_setup_error_blocks_the_task_without_spending_an_attempt() -> None:
+    current = policy("sequential", max_attempts=1)
+    state = train(started(), current)
+    state, (segment,) = submit_all(state, current)
+    state = trigger(state, segment)
+    state, (label,) = submit_all(state, current)
+    blocked = apply(state, TaskFailed(4.0, label.id, "cp2k.psmp not found", setup=True))
+    task = blocked.tasks[label.id]
+    assert (task.status, task.failures) == ("blocked", 0)
+    assert blocked.candidates[0].status == "labelling"  # nothing concluded about the structure
+    waiting = plan(blocked, current)
+    assert waiting.tasks == [] and waiting.finish_reason is None
+    assert "cp2k.psmp not found" in (waiting.blocked or "")
+    reopened = apply(blocked, TasksRerun(5.0, [label.id]))
+    assert [t.id for t in plan(reopened, current).tasks] == [label.id]
+
+
+def test_labels_of_another_energy_convention_never_join_the_database() -> None:
+    current = policy("async", labels_per_retrain=5)
+    state = train(started(("a", "b")), current)
+    state, segments = submit_all(state, current)
+    state = trigger(state, segments[0], structure_hash="x1")
+    state = trigger(state, segments[1], structure_hash="x2")
+    state, labels = submit_all(state, current)
+    entries = [
+        DatabaseEntry(h, {"source": "oracle", "energy_convention": c})
+        for h, c in (("x1", "cp2k:free"), ("x2", "vasp:sigma0"))
+    ]
+    state = apply(state, LabelFinished(4.0, labels[0].id, "x1", entries[0]))
+    assert state.energy_convention == "cp2k:free"
+    with pytest.raises(TransitionError, match="two energy conventions"):
+        apply(state, LabelFinished(4.0, labels[1].id, "x2", entries[1]))

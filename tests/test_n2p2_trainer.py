@@ -21,8 +21,6 @@ import pytest
 from lasp2_hpc.engines import registry
 from lasp2_hpc.engines.n2p2 import (
     N2p2RunFailed,
-    N2p2SetupError,
-    N2p2Trainer,
     choose_epoch,
     parse_learning_curve,
 )
@@ -30,8 +28,9 @@ from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.input_nn import read_input_nn
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
+from lasp2_hpc.jobs.environment import DEADLINE_VARIABLE
+from lasp2_hpc.jobs.launch import EngineSetupError, LaunchProfile
 from lasp2_hpc.schema import from_mapping
-from lasp2_hpc.site.job_environment import DEADLINE_VARIABLE
 
 DATA = Path(__file__).parent / "data" / "n2p2-train"
 SMALL = {
@@ -48,7 +47,9 @@ def small_setup(**training: object) -> HdnnpSetup:
 
 
 def test_input_nn_is_the_campaigns_potential_plus_n2p2_training_keywords(tmp_path: Path) -> None:
-    trainer = N2p2Trainer({"keywords": {"energy_fraction": 0.5, "write_trainlog": False}})
+    trainer = registry.trainer(
+        "n2p2", {"keywords": {"energy_fraction": 0.5, "write_trainlog": False}}
+    )
     structures = gold_dataset({"fcc": 3}, seed=1)
     trainer.prepare(structures, small_setup(), 11, tmp_path)
     text = (tmp_path / "input.nn").read_text()
@@ -110,13 +111,13 @@ def test_keywords_that_belong_to_the_campaign_or_to_nobody_are_refused(
     keywords: dict, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        N2p2Trainer({"keywords": keywords})
+        registry.trainer("n2p2", {"keywords": keywords})
 
 
 def test_unknown_trainer_parameters_name_the_key() -> None:
-    with pytest.raises(ValueError, match=r"committee\.trainer_parameters\.comand"):
+    with pytest.raises(ValueError, match=r"committee\.trainer\.parameters\.comand"):
         registry.trainer("n2p2", {"comand": "nnp-train"})
-    with pytest.raises(ValueError, match="takes no trainer_parameters"):
+    with pytest.raises(ValueError, match="takes no parameters"):
         registry.trainer("embedded", {"launcher": "srun"})
 
 
@@ -242,7 +243,7 @@ def test_a_real_n2p2_epoch_installs_as_a_model_the_embedded_evaluator_loads(
     (run / "scaling.data").write_bytes(borrowed.read_bytes())
     nnp = read_input_nn(run / "input.nn")
     setup = small_setup()  # the potential comes from the run's input.nn; only weights matter here
-    trainer = N2p2Trainer({"keep_epoch_weights": True})
+    trainer = registry.trainer("n2p2", {"keep_epoch_weights": True})
     metrics = trainer.collect(run, run.parent, nnp, setup, seed=1234567)
     # epoch 0 lacks oxygen's weights here: epoch 2 is the only complete one
     assert metrics["best_epoch"] == 2
@@ -361,7 +362,8 @@ def test_a_failed_training_shows_n2p2s_own_log_and_keeps_it(n2p2_here: Path) -> 
     failing.chmod(0o755)
     structures = gold_dataset({"fcc": 3}, seed=2)
     member = n2p2_here / "member"
-    trainer = registry.trainer("n2p2", {"training_command": "nnp-train-failing"})
+    launch = LaunchProfile(programs={"training": "nnp-train-failing"})
+    trainer = registry.trainer("n2p2", {}, launch)
     with pytest.raises(N2p2RunFailed, match="ERROR: Unknown keyword in settings file"):
         trainer.train(structures, SMALL, 5, member)
     # the retry starts afresh but keeps the failed attempt for its logs
@@ -372,15 +374,17 @@ def test_a_failed_training_shows_n2p2s_own_log_and_keeps_it(n2p2_here: Path) -> 
 
 def test_a_missing_n2p2_program_names_the_setting(n2p2_here: Path) -> None:
     structures = gold_dataset({"fcc": 3}, seed=2)
-    trainer = registry.trainer("n2p2", {"training_command": "nnp-train-not-installed"})
-    with pytest.raises(N2p2SetupError, match="training_command"):
+    launch = LaunchProfile(programs={"training": "nnp-train-not-installed"})
+    trainer = registry.trainer("n2p2", {}, launch)
+    with pytest.raises(EngineSetupError, match=r"launch\.n2p2"):
         trainer.train(structures, SMALL, 5, n2p2_here / "member")
 
 
 def test_a_campaign_switches_to_the_n2p2_trainer_by_its_settings_alone(
     n2p2_here: Path,
 ) -> None:
-    from lasp2_hpc.campaign.runner import Runner, open_campaign
+    from lasp2_hpc.campaign.loop import Runner
+    from lasp2_hpc.campaign.opening import open_campaign
     from lasp2_hpc.ledger.store import read_ledger_file
     from tests.campaigns import write_tiny_campaign
     from tests.test_campaign_run import _with_thread_site
@@ -388,7 +392,7 @@ def test_a_campaign_switches_to_the_n2p2_trainer_by_its_settings_alone(
     campaign = write_tiny_campaign(
         n2p2_here / "campaign",
         site="site.yaml",
-        committee={"size": 2, "trainer": "n2p2", "trainer_parameters": {"epoch": "last"},
+        committee={"size": 2, "trainer": {"engine": "n2p2", "parameters": {"epoch": "last"}},
                    "hdnnp": SMALL},
         labelling={"max_labels": 1},
     )  # fmt: skip

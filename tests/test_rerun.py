@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lasp2_hpc.campaign.runner import Runner, open_campaign
+from lasp2_hpc.campaign.loop import Runner
+from lasp2_hpc.campaign.opening import open_campaign
 from lasp2_hpc.cli.main import main
 from lasp2_hpc.ledger.store import read_ledger_file
 

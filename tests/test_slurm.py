@@ -358,8 +358,8 @@ def test_daemon_runs_the_example_on_slurm_and_survives_kill_9(slurm, tmp_path: P
 def test_an_array_submitted_just_before_a_crash_is_adopted_not_lost(slurm, tmp_path: Path) -> None:
     """`lasp2 rerun` killed between sbatch's answer and the ledger: the next one finds the
     array by its submission record, and ingests it instead of submitting the tasks again."""
+    from lasp2_hpc.campaign.opening import open_campaign
     from lasp2_hpc.campaign.rerun import Rerun
-    from lasp2_hpc.campaign.runner import open_campaign
     from lasp2_hpc.ledger.events import TasksRerun
 
     directory, failed_labels = _campaign_with_failed_labels(tmp_path)

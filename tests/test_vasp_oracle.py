@@ -20,7 +20,8 @@ from ase.build import bulk
 from lasp2_hpc.engines import registry
 from lasp2_hpc.engines.base import OracleRejected
 from lasp2_hpc.engines.vasp import VaspRunFailed, VaspSetupError, species_order
-from lasp2_hpc.site.job_environment import DEADLINE_VARIABLE, WalltimeReached
+from lasp2_hpc.jobs.environment import DEADLINE_VARIABLE, WalltimeReached
+from lasp2_hpc.jobs.launch import LaunchProfile
 
 DATA = Path(__file__).parent / "data" / "vasp"
 
@@ -43,7 +44,9 @@ def vasp_here(tmp_path: Path, monkeypatch) -> Path:
 
 
 def oracle(**parameters):
-    return registry.oracle("vasp", "", {"command": "vasp-stand-in", **parameters})
+    launch = parameters.pop("launch", {})
+    profile = LaunchProfile(**{"command": "vasp-stand-in", **launch})
+    return registry.oracle("vasp", parameters, profile)
 
 
 def first_frame(case: str, name: str = "vasprun.xml"):
@@ -92,7 +95,7 @@ def test_an_output_of_another_structure_is_never_a_label(vasp_here: Path, monkey
 def test_the_walltime_guard_stops_vasp(vasp_here: Path, monkeypatch) -> None:
     monkeypatch.setenv(DEADLINE_VARIABLE, str(int(time.time()) + 2))
     with pytest.raises(WalltimeReached):
-        oracle(command="sleep 120").label(bulk("Au"), vasp_here / "slow")
+        oracle(launch={"command": "sleep 120"}).label(bulk("Au"), vasp_here / "slow")
 
 
 def test_missing_potentials_name_what_to_set(vasp_here: Path, monkeypatch) -> None:

@@ -16,10 +16,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from lasp2_hpc.apps.tasks import run_task
+from lasp2_hpc.apps.kinds import run_task
 from lasp2_hpc.atomic import atomic_write_text
-from lasp2_hpc.site.job_environment import WalltimeReached, scheduler_job_id
-from lasp2_hpc.site.templates import TIMEOUT_EXIT_STATUS
+from lasp2_hpc.jobs.environment import WalltimeReached, scheduler_job_id
+from lasp2_hpc.jobs.templates import TIMEOUT_EXIT_STATUS
 
 LOGGER = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
@@ -48,7 +48,7 @@ def run_element(manifest_path: Path, index: int) -> int:
             element["task_dir"],
             element["task_id"],
             element["spec"],
-            element["threads"],
+            element.get("execution") or {"threads": element.get("threads", 1)},
         )
         outcome.update(status="done", reused=result.get("reused", False))
     except WalltimeReached as stop:

@@ -58,9 +58,11 @@ labelling:
   max_labels: 15
   max_iterations: 15
 
+# Each engine as {engine: NAME, parameters: {...}}: the science only. How a program starts
+# (command, launcher, modules) is the site config's `launch:` section.
 oracle:
   engine: ase
-  calculator: emt
+  parameters: {calculator: emt}   # production: engine vasp or cp2k, with their parameters
 
 convergence:
   steps_without_trigger: 600    # a walker this long without a trigger is converged
@@ -155,7 +157,8 @@ labelling:
 
 oracle:
   engine: ase
-  calculator: emt
+  parameters:
+    calculator: emt
 
 convergence:
   steps_without_trigger: 600

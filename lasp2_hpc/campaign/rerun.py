@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,11 +27,18 @@ from typing import Any
 from lasp2_hpc.apps.array_element import MANIFEST_FILE, outcome_path
 from lasp2_hpc.apps.tasks import RESULT_FILE
 from lasp2_hpc.atomic import atomic_write_text
-from lasp2_hpc.campaign.runner import Campaign, Runner
+from lasp2_hpc.campaign.head import Head
+from lasp2_hpc.campaign.ingestion import Ingestion
+from lasp2_hpc.campaign.opening import Campaign
+from lasp2_hpc.database.store import StructureDatabase
+from lasp2_hpc.jobs.environment import WalltimeReached
+from lasp2_hpc.jobs.templates import render
 from lasp2_hpc.ledger.events import TasksRerun
 from lasp2_hpc.ledger.state import TaskRecord
+from lasp2_hpc.ledger.store import Ledger
 from lasp2_hpc.site.config import ExecutorSettings
-from lasp2_hpc.site.job_environment import WalltimeReached
+from lasp2_hpc.site.parsl_apps import task_execution
+from lasp2_hpc.site.processes import stop_leftovers
 from lasp2_hpc.site.scheduler import (
     Scheduler,
     active_states,
@@ -41,7 +46,6 @@ from lasp2_hpc.site.scheduler import (
     run_command,
     scheduler_for,
 )
-from lasp2_hpc.site.templates import render
 
 LOGGER = logging.getLogger(__name__)
 RERUNS_DIR = "reruns"
@@ -145,7 +149,7 @@ def select_tasks(
                 raise RerunError(f"task {task.id} is {task.status}; wait for it")
             chosen.append(task)
     else:
-        chosen = [t for t in tasks.values() if t.status == "failed"]
+        chosen = [t for t in tasks.values() if t.status in ("failed", "blocked")]
     return [t for t in chosen if not kinds or t.kind in kinds]
 
 
@@ -158,8 +162,11 @@ def _job_name(campaign: Campaign, directory: Path) -> str:
 class Rerun:
     def __init__(self, campaign: Campaign, say: Callable[[str], None] | None = None) -> None:
         self.campaign = campaign
-        self.runner = Runner(campaign)
-        self.ledger = self.runner.ledger
+        root = campaign.layout.root
+        self.ledger = Ledger(root)
+        self.head = Head(campaign.layout, self.ledger, command="lasp2 rerun")
+        database = StructureDatabase(campaign.layout.database)
+        self.ingestion = Ingestion(root, campaign.settings, database)
         self.say = say or (lambda message: None)
 
     # -- the command ---------------------------------------------------------------------
@@ -175,9 +182,10 @@ class Rerun:
         poll_seconds: float = 5.0,
     ) -> RerunReport:
         report = RerunReport()
-        with self.runner.holding_campaign():
+        with self.head.holding_campaign():
             # a killed head's blocks and processes: stopped before run.json is taken over
-            self.runner.kill_leftovers()
+            layout = self.campaign.layout
+            stop_leftovers(self.head.previous_run_info(), layout.root, layout.parsl_dir)
             with self._announced():
                 return self._run_holding(
                     report, kinds, ids, array, max_concurrent, wait, collect_only, poll_seconds
@@ -218,20 +226,11 @@ class Rerun:
     @contextlib.contextmanager
     def _announced(self) -> Iterator[None]:
         """run.json says who holds the campaign, so `lasp2 status` does not show a head."""
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.time(),
-            "heartbeat": time.time(),
-            "command": "lasp2 rerun",
-        }
-        path = self.campaign.layout.run_info
-        atomic_write_text(path, json.dumps(info) + "\n")
+        self.head.write_run_info()
         try:
             yield
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            self.head.remove_run_info()
 
     # -- submission ----------------------------------------------------------------------
 
@@ -263,7 +262,8 @@ class Rerun:
                 "kind": t.kind,
                 "task_dir": str(root / t.work_dir),
                 "spec": t.inputs,
-                "threads": settings.threads_per_task,
+                # the site config in force now: a fixed launch profile reaches the rerun
+                "execution": task_execution(self.campaign.site, t.kind).to_dict(),
             }
             for t in tasks
         ]
@@ -350,7 +350,7 @@ class Rerun:
             return
         submission.job_id = job_id
         submission.save()
-        reopen = [t.id for t in tasks if t.status in ("failed", "pending", "timeout")]
+        reopen = [t.id for t in tasks if t.status in ("failed", "blocked", "pending", "timeout")]
         if reopen:
             executor = self.campaign.site.routing[tasks[0].kind]
             self.ledger.record(TasksRerun(time.time(), reopen, job_id, executor))
@@ -436,13 +436,15 @@ class Rerun:
             outcome: dict[str, Any] = {}
             if outcome_path(manifest, index).exists():
                 outcome = json.loads(outcome_path(manifest, index).read_text())
+            state = self.ledger.state
             if result_path.exists():
                 result = json.loads(result_path.read_text())
                 result.setdefault("job_id", element)
-                self.runner.record_result(task_id, result)
+                self.ledger.record(self.ingestion.result_event(state, task_id, result))
                 report.done.append(task_id)
             elif outcome.get("status") == "timeout":
-                self.runner.record_error(task_id, WalltimeReached(outcome["message"], element))
+                stop = WalltimeReached(outcome["message"], element)
+                self.ledger.record(self.ingestion.error_event(state, task_id, stop))
                 report.timed_out.append(task_id)
             else:
                 log = scheduler.element_log(submission.directory, index)
@@ -451,5 +453,6 @@ class Rerun:
                     f"see {log}"
                 )
                 failure = ArrayElementFailed(f"array element {element}: {error}")
-                self.runner.record_error(task_id, failure, element, final=True)
+                event = self.ingestion.error_event(state, task_id, failure, element, final=True)
+                self.ledger.record(event)
                 report.failed[task_id] = str(failure)

@@ -1,11 +1,14 @@
 """``campaign.yaml``: the science settings of a campaign, read strictly.
 
 Unknown keys, wrong types and impossible values stop the campaign before anything runs, with the
-file, the key and a fix in the message.
+file, the key and a fix in the message. The campaign says *what* to compute; how and where it runs
+(executors, commands, module loads) is the site config's, so one campaign.yaml runs unchanged on
+a laptop and on any cluster.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +17,16 @@ from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.properties.probes import PropertySettings
 from lasp2_hpc.schema import SettingsError, from_mapping, load_yaml_mapping
 
+LOGGER = logging.getLogger(__name__)
 CAMPAIGN_FILE = "campaign.yaml"
+
+
+@dataclass
+class EngineSettings:
+    """``{engine: NAME, parameters: {...}}``: which engine, with its science settings."""
+
+    engine: str
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -22,9 +34,8 @@ class CommitteeSettings:
     size: int = 4
     seeds: list[int] = field(default_factory=list)  # default 1..size
     driver: int = 0  # the member that drives MD
-    trainer: str = "hdnnp"
+    trainer: EngineSettings = field(default_factory=lambda: EngineSettings("hdnnp"))
     hdnnp: HdnnpSetup = field(default_factory=HdnnpSetup)  # the potential, whichever trainer
-    trainer_parameters: dict[str, Any] = field(default_factory=dict)  # n2p2: commands, keywords
 
     def __post_init__(self) -> None:
         if self.size < 2:
@@ -106,13 +117,6 @@ class LabellingSettings:
 
 
 @dataclass
-class OracleSettings:
-    engine: str = "ase"
-    calculator: str = "emt"
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class ConvergenceSettings:
     steps_without_trigger: int = 0  # 0: walkers run to total_steps
     max_rollbacks: int = 5  # consecutive explosions before a walker is given up
@@ -132,15 +136,19 @@ class CampaignSettings:
     mode: Literal["sequential", "async"] = "sequential"
     committee: CommitteeSettings = field(default_factory=CommitteeSettings)
     labelling: LabellingSettings = field(default_factory=LabellingSettings)
-    oracle: OracleSettings = field(default_factory=OracleSettings)
+    oracle: EngineSettings = field(
+        default_factory=lambda: EngineSettings("ase", {"calculator": "emt"})
+    )
     convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
-    md_engine: str = "ase"
-    md_parameters: dict[str, Any] = field(default_factory=dict)  # lammps: command, pair_style...
+    md: EngineSettings = field(default_factory=lambda: EngineSettings("ase"))
     # control properties computed with every committee and once with the oracle (reference)
     properties: list[PropertySettings] = field(default_factory=list)
     max_attempts: int = 3  # a failed task is retried this many times in all
     # a task stopped at its block's walltime margin runs again; this many stops fail it for good
     max_timeouts: int = 3
+    # a task lost with its worker, block or node runs again (back-off, no attempt spent); after
+    # this many losses of one task the head stops (the campaign does not end): check the site
+    max_infrastructure_failures: int = 20
 
     def __post_init__(self) -> None:
         if not self.elements:
@@ -154,6 +162,8 @@ class CampaignSettings:
             raise ValueError("max_attempts must be >= 1")
         if self.max_timeouts < 1:
             raise ValueError("max_timeouts must be >= 1")
+        if self.max_infrastructure_failures < 1:
+            raise ValueError("max_infrastructure_failures must be >= 1")
         names = [p.name for p in self.properties]
         if len(set(names)) != len(names):
             raise ValueError("properties names must be unique")
@@ -168,14 +178,75 @@ def load_campaign_settings(directory: str | Path) -> CampaignSettings:
         raise FileNotFoundError(
             f"{path} does not exist; create a campaign with `lasp2 init DIR --example au-surface`"
         )
-    settings = from_mapping(CampaignSettings, load_yaml_mapping(path), path)
+    data = migrate_engine_shape(load_yaml_mapping(path), path)
+    settings = from_mapping(CampaignSettings, data, path)
     _check_references(settings, path)
     return settings
 
 
+# Keys that say how a program starts: the site config's launch profile holds them now
+LAUNCH_KEYS = {
+    "command": "command",
+    "environment": "environment",
+    "launcher": "launcher",
+    "scaling_command": "programs.scaling",
+    "training_command": "programs.training",
+    "data_dir": "variables.CP2K_DATA_DIR",
+}
+
+
+def migrate_engine_shape(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """campaign.yaml of the earlier shape (``committee.trainer: n2p2`` with
+    ``trainer_parameters``, ``md_engine`` with ``md_parameters``, ``oracle.calculator``) read in
+    today's ``{engine, parameters}`` shape, with a warning that says how to rewrite it."""
+    old: list[str] = []
+    committee = data.get("committee")
+    if isinstance(committee, dict) and isinstance(committee.get("trainer"), str):
+        parameters = committee.pop("trainer_parameters", {})
+        committee["trainer"] = {"engine": committee["trainer"], "parameters": parameters}
+        old.append("committee.trainer")
+    if "md_engine" in data or "md_parameters" in data:
+        data["md"] = {
+            "engine": data.pop("md_engine", "ase"),
+            "parameters": data.pop("md_parameters", {}),
+        }
+        old.append("md_engine")
+    oracle = data.get("oracle")
+    if isinstance(oracle, dict) and "calculator" in oracle:
+        engine = oracle.get("engine", "ase")
+        parameters = oracle.get("parameters") or {}
+        if engine == "ase":
+            parameters = {"calculator": oracle["calculator"], "arguments": parameters}
+        data["oracle"] = {"engine": engine, "parameters": parameters}
+        old.append("oracle.calculator")
+    if old:
+        LOGGER.warning(
+            "%s: %s in the earlier shape, read as {engine: NAME, parameters: {...}}; rewrite "
+            "them so (docs/campaign.md, 'Engines')", path, ", ".join(old),
+        )  # fmt: skip
+    for key, role in (("committee.trainer", "trainer"), ("md", "md"), ("oracle", "oracle")):
+        section = data.get("committee", {}).get("trainer") if role == "trainer" else data.get(key)
+        _refuse_launch_keys(section, key, path)
+    return data
+
+
+def _refuse_launch_keys(section: Any, key: str, path: Path) -> None:
+    if not isinstance(section, dict) or not isinstance(section.get("parameters"), dict):
+        return
+    engine = section.get("engine", "?")
+    for name, target in LAUNCH_KEYS.items():
+        if name in section["parameters"]:
+            raise SettingsError(
+                path,
+                f"{key}.parameters.{name}",
+                "how a program starts belongs to the site config, not to the campaign (so that "
+                "the campaign moves between machines and a fix reaches failed tasks)",
+                f"move it to launch.{engine}.{target} in the site config",
+            )
+
+
 def _check_references(settings: CampaignSettings, path: Path) -> None:
     """Files and engine names: caught here so that nothing fails an hour into a run."""
-    from lasp2_hpc.engines import registry
     from lasp2_hpc.examples.gold import BUILDERS
 
     directory = path.parent
@@ -201,30 +272,39 @@ def _check_references(settings: CampaignSettings, path: Path) -> None:
                     path, f"{key}.builder", f"unknown builder {walker.builder!r}",
                     f"use one of {', '.join('gold:' + k for k in BUILDERS)}",
                 )  # fmt: skip
-    for key, table, name in (
-        ("committee.trainer", registry.TRAINERS, settings.committee.trainer),
-        ("md_engine", registry.MD_ENGINES, settings.md_engine),
-        ("oracle.engine", registry.ORACLES, settings.oracle.engine),
-    ):
-        if name not in table:
-            raise SettingsError(path, key, f"unknown engine {name!r}", f"use {', '.join(table)}")
-    try:
-        registry.oracle(
-            settings.oracle.engine, settings.oracle.calculator, settings.oracle.parameters
-        )
-    except ValueError as error:
-        raise SettingsError(path, "oracle.calculator", str(error)) from None
-    try:
-        registry.check_md_parameters(settings.md_engine, settings.md_parameters)
-    except ValueError as error:
-        raise SettingsError(path, "md_parameters", str(error)) from None
-    try:
-        registry.trainer(settings.committee.trainer, settings.committee.trainer_parameters)
-    except ValueError as error:
-        raise SettingsError(path, "committee.trainer_parameters", str(error)) from None
+    for role, key, choice in engine_choices(settings):
+        check_engine_choice(role, key, choice, path)
     if settings.committee.hdnnp.elements and sorted(settings.committee.hdnnp.elements) != sorted(
         settings.elements
     ):
         raise SettingsError(
             path, "committee.hdnnp.elements", "differs from elements", "leave it out"
         )
+
+
+def engine_choices(settings: CampaignSettings) -> list[tuple[str, str, EngineSettings]]:
+    """(role, campaign.yaml key, choice) of the trainer, the MD engine and the oracle."""
+    return [
+        ("trainer", "committee.trainer", settings.committee.trainer),
+        ("md", "md", settings.md),
+        ("oracle", "oracle", settings.oracle),
+    ]
+
+
+def check_engine_choice(role: str, key: str, choice: EngineSettings, path: Path) -> None:
+    """The engine exists and its parameters read into its settings; nothing of it runs."""
+    from lasp2_hpc.engines import registry
+
+    try:
+        cls = registry.engine_class(role, choice.engine)  # type: ignore[arg-type]
+    except ValueError:
+        raise SettingsError(
+            path,
+            f"{key}.engine",
+            f"unknown {role} engine {choice.engine!r}",
+            f"use one of {', '.join(registry.names(role))}",  # type: ignore[arg-type]
+        ) from None
+    try:
+        cls.read_settings(choice.parameters)
+    except SettingsError as error:
+        raise SettingsError(path, error.key, error.message, error.hint) from None

@@ -16,10 +16,19 @@ from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, read_ledger_file
 
 EXIT_BUSY = 3
 EXIT_LEDGER = 4
+EXIT_BLOCKED = 6  # a task waits for the operator to fix a setup error
+EXIT_INFRASTRUCTURE = 7  # the infrastructure keeps losing a task: the campaign is not finished
 EXIT_INTERRUPTED = 130
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    _register_campaign(commands)
+    _register_daemon(commands)
+    _register_rerun(commands)
+    _register_outputs(commands)
+
+
+def _register_campaign(commands: argparse._SubParsersAction) -> None:
     init = commands.add_parser("init", help="write a ready-to-run campaign directory")
     init.add_argument("directory", type=Path)
     init.add_argument("--example", required=True, choices=sorted(EXAMPLES))
@@ -38,6 +47,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     validate.add_argument("directory", type=Path)
     validate.set_defaults(handler=run_validate)
 
+
+def _register_daemon(commands: argparse._SubParsersAction) -> None:
     daemon = commands.add_parser("daemon", help="the head process, detached from the terminal")
     daemon_commands = daemon.add_subparsers(dest="daemon_command", required=True)
     for name, text in (
@@ -54,6 +65,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     daemon_commands.choices["logs"].add_argument("-n", "--lines", type=int, default=40)
 
+
+def _register_rerun(commands: argparse._SubParsersAction) -> None:
+    from lasp2_hpc.ledger.task_specs import TASK_KINDS
+
     rerun = commands.add_parser(
         "rerun",
         help="run failed tasks again: as one scheduler job array (--array) or through the head",
@@ -62,7 +77,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     rerun.add_argument(
         "--kind",
         action="append",
-        choices=("train", "md", "label", "dft", "evaluate"),
+        choices=(*TASK_KINDS, "dft"),
         help="only tasks of this kind (repeatable; dft = label); default: every failed task",
     )
     rerun.add_argument(
@@ -100,6 +115,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     rerun.set_defaults(handler=run_rerun)
 
+
+def _register_outputs(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report", help="figures (PNG) and a one-page Markdown report of a campaign"
     )
@@ -152,13 +169,14 @@ def run_init(arguments: argparse.Namespace) -> int:
 
 
 def _progress_line(state: CampaignState, message: str, started: float) -> str:
+    from lasp2_hpc.ledger.state import IN_FLIGHT_TASK_STATUSES
+
     elapsed = time.time() - started
-    flying = [t for t in state.tasks.values() if t.status in ("submitted", "running")]
-    kinds = ", ".join(
-        f"{sum(t.kind == k for t in flying)} {k}"
-        for k in ("train", "md", "label")
-        if any(t.kind == k for t in flying)
-    )
+    counts: dict[str, int] = {}
+    for task in state.tasks.values():
+        if task.status in IN_FLIGHT_TASK_STATUSES:
+            counts[task.kind] = counts.get(task.kind, 0) + 1
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
     walkers = " ".join(
         f"{w.name}:{w.status}@{w.steps_done}"
         + (f"(γ {w.last_gamma:.3f})" if w.last_gamma is not None else "")
@@ -172,7 +190,10 @@ def _progress_line(state: CampaignState, message: str, started: float) -> str:
 
 
 def run_run(arguments: argparse.Namespace) -> int:
-    from lasp2_hpc.campaign.runner import CampaignBusy, Interrupted, Runner, open_campaign
+    from lasp2_hpc.campaign.head import CampaignBusy, Interrupted
+    from lasp2_hpc.campaign.ingestion import InfrastructureUnhealthy
+    from lasp2_hpc.campaign.loop import CampaignBlocked, Runner
+    from lasp2_hpc.campaign.opening import open_campaign
 
     campaign = open_campaign(arguments.directory)
     os.umask(0o077)  # files of the run, its workers and their jobs: private to the user
@@ -196,6 +217,17 @@ def run_run(arguments: argparse.Namespace) -> int:
     except LedgerError as error:
         print(f"lasp2: error: {error}", file=sys.stderr)
         return EXIT_LEDGER
+    except CampaignBlocked as error:
+        print(
+            f"lasp2: the campaign waits for a fix: {error}\nfix the site config (or "
+            f"campaign.yaml), then `lasp2 run {arguments.directory}` or `lasp2 rerun "
+            f"{arguments.directory} --array` runs it again",
+            file=sys.stderr,
+        )
+        return EXIT_BLOCKED
+    except InfrastructureUnhealthy as error:
+        print(f"lasp2: stopped: {error}", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
     except (KeyboardInterrupt, Interrupted):
         print(
             f"lasp2: stopped; resume with `lasp2 run {arguments.directory}`",
@@ -293,8 +325,9 @@ def run_status(arguments: argparse.Namespace) -> int:
 
 
 def run_rerun(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.campaign.head import CampaignBusy
+    from lasp2_hpc.campaign.opening import open_campaign
     from lasp2_hpc.campaign.rerun import Rerun
-    from lasp2_hpc.campaign.runner import CampaignBusy, open_campaign
     from lasp2_hpc.site.scheduler import SchedulerError
 
     if arguments.max_concurrent is not None and arguments.max_concurrent < 1:
@@ -384,7 +417,7 @@ def run_daemon(arguments: argparse.Namespace) -> int:
 
 
 def run_site_check(arguments: argparse.Namespace) -> int:
-    from lasp2_hpc.campaign.settings import load_campaign_settings
+    from lasp2_hpc.campaign.settings import engine_choices, load_campaign_settings
     from lasp2_hpc.site.check import ALL_ENGINES, check_engines, describe_engines, describe_site
     from lasp2_hpc.site.config import builtin_site_configs, load_site_config
 
@@ -397,9 +430,7 @@ def run_site_check(arguments: argparse.Namespace) -> int:
     if arguments.campaign is not None:
         settings = load_campaign_settings(arguments.campaign)
         engines = [
-            ("trainer", settings.committee.trainer, settings.committee.trainer_parameters),
-            ("md", settings.md_engine, settings.md_parameters),
-            ("oracle", settings.oracle.engine, settings.oracle.parameters),
+            (role, choice.engine, choice.parameters) for role, _, choice in engine_choices(settings)
         ]
     reports = check_engines(site, engines)
     print()
@@ -410,7 +441,7 @@ def run_site_check(arguments: argparse.Namespace) -> int:
 
 
 def run_validate(arguments: argparse.Namespace) -> int:
-    from lasp2_hpc.campaign.runner import open_campaign
+    from lasp2_hpc.campaign.opening import open_campaign
 
     campaign = open_campaign(arguments.directory)
     ledger_path = campaign.layout.root / LEDGER_FILE

@@ -1,4 +1,6 @@
-"""CP2K as the oracle: one Quickstep (GPW) single point per label, run by ``job_templates/cp2k.sh``.
+"""CP2K as the oracle: one Quickstep (GPW) single point per label, run by ``job_templates/cp2k.sh``
+with the site's launch profile ``launch.cp2k`` (command ``cp2k.psmp`` by default; the data folder
+as ``variables: {CP2K_DATA_DIR: ...}`` there).
 
 lasp2 writes the CP2K input itself (``cp2k/cp2k.inp`` in the task's work directory, kept there
 next to the rendered job script: ``bash cp2k.sh`` repeats the run), with PBE, GTH
@@ -16,19 +18,19 @@ import math
 import os
 import re
 import shlex
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from ase import Atoms
 
-from lasp2_hpc.engines.base import EngineRequirements, OracleRejected
-from lasp2_hpc.engines.cp2k_outputs import OUTPUT_FILE, Cp2kRunCheck, inspect_cp2k_run
+from lasp2_hpc.engines.cp2k_outputs import OUTPUT_FILE, inspect_cp2k_run
+from lasp2_hpc.engines.file_oracle import FileOracle, OracleRunFailed, RunCheck
+from lasp2_hpc.engines.registry import register
+from lasp2_hpc.jobs.launch import EngineSetupError, LaunchProfile
+from lasp2_hpc.jobs.requirements import EngineRequirements, profile_programs
 from lasp2_hpc.schema import from_mapping
-from lasp2_hpc.site.engine_check import command_programs
-from lasp2_hpc.site.templates import JobScriptFailed, render_into, run_job_script
 
 logger = logging.getLogger(__name__)
 
@@ -42,28 +44,22 @@ DEBIAN_DATA_DIR = "/usr/share/cp2k"
 DEFAULT_BASIS_SET = "DZVP-MOLOPT-SR-GTH"
 DEFAULT_POTENTIAL = "GTH-PBE"
 DEFAULT_POTENTIALS = {"Au": "GTH-PBE-q11"}
-# Exit status of bash (and of `timeout`) when the program is not found
-COMMAND_NOT_FOUND = 127
+DATA_VARIABLE = "CP2K_DATA_DIR"
 
 
-class Cp2kRunFailed(RuntimeError):
+class Cp2kRunFailed(OracleRunFailed):
     """CP2K crashed or wrote no usable output: the task is retried."""
 
 
-class Cp2kSetupError(ValueError):
+class Cp2kSetupError(EngineSetupError):
     """Something to set before CP2K can run (executable, data directory, basis or potential)."""
 
 
 @dataclass
 class Cp2kSettings:
-    """``oracle.parameters`` of ``engine: cp2k`` in campaign.yaml."""
+    """``oracle.parameters`` of ``engine: cp2k`` in campaign.yaml: the science only. How CP2K
+    starts, and where its data files are (``CP2K_DATA_DIR``), is the site's ``launch.cp2k``."""
 
-    # with its launcher: "srun cp2k.psmp", "mpirun --allow-run-as-root -np 2 cp2k.psmp"
-    command: str = "cp2k.psmp"
-    environment: str = ""  # shell lines before the run: module load cp2k/2023.1
-    # folder of the basis set and potential files; "": $CP2K_DATA_DIR where the job runs, else
-    # the folder CP2K was built with (Debian: /usr/share/cp2k)
-    data_dir: str = ""
     basis_set_file: str = "BASIS_MOLOPT"
     potential_file: str = "GTH_POTENTIALS"
     basis_sets: dict[str, str] = field(default_factory=dict)  # element -> name, over the default
@@ -84,8 +80,6 @@ class Cp2kSettings:
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.command.strip():
-            raise ValueError("command must name the CP2K executable, e.g. cp2k.psmp")
         for name in ("cutoff", "rel_cutoff", "eps_default", "kspacing", "eps_scf"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
@@ -214,7 +208,7 @@ def kpoint_mesh(atoms: Atoms, kspacing: float) -> tuple[int, int, int]:
 
 def _file_name(settings: Cp2kSettings, name: str) -> str:
     # a bare name is looked up by CP2K itself: $CP2K_DATA_DIR, else its built-in data folder
-    return str(Path(settings.data_dir) / name) if settings.data_dir else name
+    return name
 
 
 def occupied_orbitals(atoms: Atoms, valences: dict[str, int]) -> int:
@@ -333,11 +327,10 @@ def render_input(atoms: Atoms, settings: Cp2kSettings, valences: dict[str, int])
 # Where CP2K's data files are, and what they hold
 
 
-def data_directory(settings: Cp2kSettings) -> Path | None:
-    """The data folder as this host sees it: data_dir, $CP2K_DATA_DIR, Debian's; None if none."""
-    if settings.data_dir:
-        return Path(settings.data_dir)
-    for candidate in (os.environ.get("CP2K_DATA_DIR"), DEBIAN_DATA_DIR):
+def data_directory() -> Path | None:
+    """The data folder as this host sees it: $CP2K_DATA_DIR (the launch profile's variables are
+    set while the oracle works), else Debian's; None if neither exists."""
+    for candidate in (os.environ.get(DATA_VARIABLE), DEBIAN_DATA_DIR):
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     return None
@@ -366,8 +359,8 @@ def check_data(settings: Cp2kSettings, elements: list[str], directory: Path) -> 
         if not path.is_file():
             raise Cp2kSetupError(
                 f"no CP2K data file {path}: set {SETTINGS_PREFIX}{setting} to a file of "
-                f"{directory}, or {SETTINGS_PREFIX}data_dir (or export CP2K_DATA_DIR) to the "
-                f"folder that holds it (Debian's cp2k package: {DEBIAN_DATA_DIR})"
+                f"{directory}, or launch.cp2k.variables.{DATA_VARIABLE} in the site config to "
+                f"the folder that holds it (Debian's cp2k package: {DEBIAN_DATA_DIR})"
             )
     valences = {}
     for element in elements:
@@ -400,33 +393,26 @@ def valence_from_name(element: str, potential: str) -> int | None:
 # The oracle
 
 
-class Cp2kOracle:
-    def __init__(self, calculator: str, parameters: dict[str, Any]) -> None:
-        self.settings = cp2k_settings(parameters)
-        # cheap checks now, so that a typo fails when the campaign is read, not in a job
-        directory = data_directory(self.settings)
-        if self.settings.data_dir and not Path(self.settings.data_dir).is_dir():
-            raise Cp2kSetupError(
-                f"{SETTINGS_PREFIX}data_dir {self.settings.data_dir} is not a directory: set it "
-                f"to the folder of {self.settings.basis_set_file} and "
-                f"{self.settings.potential_file} (Debian's cp2k package: {DEBIAN_DATA_DIR}), or "
-                "leave it out to use $CP2K_DATA_DIR"
-            )
-        named = sorted({*self.settings.basis_sets, *self.settings.potentials})
-        if directory is not None:
-            check_data(self.settings, named, directory)
+@register
+class Cp2kOracle(FileOracle):
+    name: ClassVar[str] = "cp2k"
+    settings_type: ClassVar[type] = Cp2kSettings
+    default_launch: ClassVar[LaunchProfile | None] = LaunchProfile(command="cp2k.psmp")
+    energy_kind: ClassVar[str] = "free"  # the Mermin free energy: the forces are its derivative
+    run_folder: ClassVar[str] = RUN_FOLDER
+    template: ClassVar[str] = "cp2k.sh"
+    run_failed: ClassVar[type[Exception]] = Cp2kRunFailed
 
     def _valences(self, atoms: Atoms) -> dict[str, int]:
         elements = list(dict.fromkeys(atoms.get_chemical_symbols()))
-        directory = data_directory(self.settings)
+        directory = data_directory()
         if directory is not None:
             return check_data(self.settings, elements, directory)
-        if not self.settings.environment.strip():
+        if not self.launch_profile().environment.strip():
             raise Cp2kSetupError(
-                "no CP2K data directory on this host: set "
-                f"{SETTINGS_PREFIX}data_dir, or export CP2K_DATA_DIR (site worker_init or "
-                f"{SETTINGS_PREFIX}environment) to the folder of {self.settings.basis_set_file} "
-                f"and {self.settings.potential_file} (Debian's cp2k package: {DEBIAN_DATA_DIR})"
+                f"no CP2K data directory on this host: set launch.cp2k.variables.{DATA_VARIABLE} "
+                f"in the site config to the folder of {self.settings.basis_set_file} and "
+                f"{self.settings.potential_file} (Debian's cp2k package: {DEBIAN_DATA_DIR})"
             )
         # the environment lines (a module) may set CP2K_DATA_DIR for the job only: CP2K
         # finds the files there; the valence comes from the potential's name
@@ -436,25 +422,13 @@ class Cp2kOracle:
             if valence is None:
                 raise Cp2kSetupError(
                     f"the CP2K data files are not visible here, and the valence of {element} is "
-                    f"not in its potential's name: set {SETTINGS_PREFIX}data_dir, or "
+                    f"not in its potential's name: set launch.cp2k.variables.{DATA_VARIABLE}, or "
                     f"{SETTINGS_PREFIX}potentials.{element} to a name ending in -q<electrons>"
                 )
             valences[element] = valence
         return valences
 
-    def _check_programs(self) -> None:
-        if self.settings.environment.strip():
-            return  # the environment lines may bring the programs: the job's exit status tells
-        for program, _ in command_programs(self.settings.command, "command"):
-            if shutil.which(program) is None:
-                raise Cp2kSetupError(
-                    f"{program} (of {SETTINGS_PREFIX}command {self.settings.command!r}) is not "
-                    f"on PATH here: install CP2K (Debian: apt-get install cp2k), set "
-                    f"{SETTINGS_PREFIX}command to the executable's path, or load it in "
-                    f"{SETTINGS_PREFIX}environment (module load cp2k)"
-                )
-
-    def write_inputs(self, atoms: Atoms, run: Path) -> Path:
+    def write_inputs(self, atoms: Atoms, run: Path) -> np.ndarray | None:
         """The input file in ``run``, with the outputs of an earlier attempt removed."""
         if not all(atoms.pbc):
             raise Cp2kSetupError(
@@ -467,98 +441,35 @@ class Cp2kOracle:
         stale_outputs = [*run.glob("*.out"), *run.glob("*.out.gz"), *run.glob(f"{PROJECT}-*")]
         for stale in stale_outputs:
             stale.unlink(missing_ok=True)
-        path = run / INPUT_FILE
-        path.write_text(render_input(atoms, self.settings, valences))
-        return path
+        (run / INPUT_FILE).write_text(render_input(atoms, self.settings, valences))
+        return None
 
-    def label(self, atoms: Atoms, work_dir: Path) -> Atoms:
-        run = work_dir / RUN_FOLDER
-        self._check_programs()
-        self.write_inputs(atoms, run)
-        script = render_into(
-            run,
-            "cp2k.sh",
-            {
-                "command": self.settings.command,
-                "environment": self.settings.environment,
-                "input_file": INPUT_FILE,
-                "output_file": OUTPUT_FILE,
-            },
-        )
-        failure: JobScriptFailed | None = None
-        try:
-            run_job_script(script)  # WalltimeReached at the block's margin: the task is a timeout
-        except JobScriptFailed as error:
-            failure = error  # CP2K 2024+ exits non-zero on an unconverged SCF: judge the output
+    def template_values(self) -> dict[str, Any]:
+        return {"input_file": INPUT_FILE, "output_file": OUTPUT_FILE}
+
+    def inspect(self, run: Path) -> RunCheck:
         check = inspect_cp2k_run(run)
-        if check.status == "scf_not_converged":
-            raise OracleRejected(check.evidence)
-        if failure is not None and failure.returncode == COMMAND_NOT_FOUND:
-            raise Cp2kSetupError(
-                f"a program of {SETTINGS_PREFIX}command {self.settings.command!r} was not found "
-                f"where the job ran (exit status 127): set {SETTINGS_PREFIX}command or "
-                f"{SETTINGS_PREFIX}environment. {failure}"
-            )
-        if failure is not None:
-            raise Cp2kRunFailed(f"{run}: {check.evidence}; {failure}")
-        if check.status == "crashed" or check.atoms is None:
-            raise Cp2kRunFailed(f"{run}: {check.evidence}")
-        assert check.atoms.calc is not None
+        return RunCheck(check.status, check.atoms, check.evidence)
+
+    def check_results(self, check: RunCheck, run: Path) -> None:
+        assert check.atoms is not None and check.atoms.calc is not None
         if self.settings.stress and check.atoms.calc.results.get("stress") is None:
             raise Cp2kRunFailed(
                 f"{run}: {SETTINGS_PREFIX}stress is true but the output has no analytical stress "
                 "tensor [GPa] (changed through extra?): the label would lack its stress"
             )
-        logger.info("CP2K label in %s: %s", run, check.evidence)
-        return _checked_label(check, atoms, run)
 
-
-def _checked_label(check: Cp2kRunCheck, original: Atoms, run: Path) -> Atoms:
-    """The label on the structure asked for (its exact positions), after checking that the
-    output is that structure (the output prints positions to 6 decimals)."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    labelled = check.atoms
-    assert labelled is not None and labelled.calc is not None
-    same = len(labelled) == len(original)
-    same = same and labelled.get_chemical_symbols() == original.get_chemical_symbols()
-    if same:
-        shift = np.linalg.solve(
-            original.cell.array.T, (labelled.positions - original.positions).T
-        ).T
-        distance = np.linalg.norm((shift - np.round(shift)) @ original.cell.array, axis=1)
-        same = bool(distance.max() < 1e-4)
-    if not same:
-        raise Cp2kRunFailed(
-            f"{run}: the output holds {labelled.get_chemical_formula()} at other positions than "
-            f"the structure asked for ({original.get_chemical_formula()}): stale files?"
+    def requirements(self) -> EngineRequirements:
+        """For ``lasp2 site check``: the CP2K executable (and launcher) and the data files."""
+        profile = self.launch_profile()
+        folder = f'"${{{DATA_VARIABLE}:-{DEBIAN_DATA_DIR}}}"'
+        fix = f"launch.cp2k.variables.{DATA_VARIABLE}"
+        return EngineRequirements(
+            "oracle cp2k",
+            programs=profile_programs(profile, "cp2k"),
+            files=[
+                (f"{folder}/{shlex.quote(self.settings.basis_set_file)}", fix),
+                (f"{folder}/{shlex.quote(self.settings.potential_file)}", fix),
+            ],
+            environment=profile.shell_environment(),
         )
-    results = labelled.calc.results
-    restored = original.copy()
-    restored.calc = SinglePointCalculator(
-        restored,
-        energy=results["energy"],
-        free_energy=results["free_energy"],
-        forces=results["forces"],
-        stress=results.get("stress"),
-    )
-    return restored
-
-
-def requirements(parameters: dict[str, Any]) -> EngineRequirements:
-    """For ``lasp2 site check``: the CP2K executable (and launcher) and the data files."""
-    settings = cp2k_settings(parameters)
-    folder = (
-        shlex.quote(settings.data_dir)
-        if settings.data_dir
-        else f'"${{CP2K_DATA_DIR:-{DEBIAN_DATA_DIR}}}"'
-    )
-    return EngineRequirements(
-        "oracle cp2k",
-        programs=command_programs(settings.command, f"{SETTINGS_PREFIX}command"),
-        files=[
-            (f"{folder}/{shlex.quote(settings.basis_set_file)}", f"{SETTINGS_PREFIX}data_dir"),
-            (f"{folder}/{shlex.quote(settings.potential_file)}", f"{SETTINGS_PREFIX}data_dir"),
-        ],
-        environment=settings.environment,
-    )

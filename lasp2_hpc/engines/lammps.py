@@ -23,40 +23,49 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shlex
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.lammps import Prism
 
 from lasp2_hpc.engines import lammps_files as files
-from lasp2_hpc.engines.base import EngineRequirements, SegmentResult, SegmentSpec
-from lasp2_hpc.hdnnp.committee import Committee, CommitteeCalculator, find_member_directories
-from lasp2_hpc.schema import from_mapping
-from lasp2_hpc.site.engine_check import command_programs
-from lasp2_hpc.site.templates import JobScriptFailed, render_into, run_job_script
+from lasp2_hpc.engines.base import MolecularDynamics, SegmentResult, SegmentSpec
+from lasp2_hpc.engines.registry import register
+from lasp2_hpc.engines.segment_judge import SegmentJudge, snapshot
+from lasp2_hpc.hdnnp.committee import Committee, find_member_directories
+from lasp2_hpc.jobs.launch import (
+    EngineSetupError,
+    LaunchProfile,
+    check_programs_found,
+    profile_variables,
+    run_program,
+)
+from lasp2_hpc.jobs.requirements import EngineRequirements, profile_programs
 
 LOGGER = logging.getLogger(__name__)
 
 RUN_DIRECTORY = "lammps"
 JOB_OUTPUT = "lammps.out"  # the job script's own output (LAMMPS writes to log.lammps)
-SETTINGS_PREFIX = "md_parameters."
+SETTINGS_PREFIX = "md.parameters."
 # keys of an accepted frame's info: the restart file of its exact LAMMPS state, and its step
 RESTART_KEY = "lammps_restart"
 RESTART_STEP_KEY = "lammps_restart_step"
+# key of a frame's info: n2p2's extrapolation warnings (symmetry functions outside the driver's
+# training range, summed over atoms) in the steps since the previous frame; hdnnp drivers only
+EXTRAPOLATION_KEY = "extrapolation_warnings"
 # the first frame of a run is the state it started from: it must be the structure handed in
 START_POSITION_TOLERANCE = 1e-8  # Å
 START_VELOCITY_TOLERANCE = 1e-9  # relative
 
 
-class LammpsSetupError(ValueError):
+class LammpsSetupError(EngineSetupError):
     """Something to set before LAMMPS can run (executable, package, model files)."""
 
 
@@ -66,10 +75,9 @@ class LammpsRunFailed(RuntimeError):
 
 @dataclass
 class LammpsSettings:
-    """The LAMMPS engine's settings (``md_parameters`` of ``md_engine: lammps``)."""
+    """``md.parameters`` of ``md: {engine: lammps}``: the science only; how LAMMPS starts is
+    the site's ``launch.lammps`` (command ``lmp`` by default)."""
 
-    command: str = "lmp"  # with its launcher: "srun lmp", "mpirun -np 8 lmp_mpi"
-    environment: str = ""  # shell lines before the run: module load lammps/2Aug2023
     # "hdnnp": the driving member through n2p2's pair style (lines written by lasp2); anything
     # else is a LAMMPS pair style given with its pair_coeff lines (a test driver, e.g. eam)
     pair_style: str = "hdnnp"
@@ -82,8 +90,6 @@ class LammpsSettings:
     steps_per_run: int = 0  # 0: a segment is one LAMMPS run; else runs of this many steps
 
     def __post_init__(self) -> None:
-        if not self.command.strip():
-            raise ValueError("command must name the LAMMPS executable, e.g. lmp or srun lmp")
         if self.pair_style.strip() == "hdnnp" and self.pair_coeff:
             raise ValueError(
                 "pair_coeff is written by lasp2 for pair_style hdnnp; leave it out, or give "
@@ -97,88 +103,11 @@ class LammpsSettings:
             raise ValueError("steps_per_run and max_extrapolation_warnings must be >= 0")
 
 
-def lammps_settings(parameters: dict[str, Any]) -> LammpsSettings:
-    return from_mapping(LammpsSettings, parameters, prefix=SETTINGS_PREFIX)
-
-
-def requirements(parameters: dict[str, Any]) -> EngineRequirements:
-    """For ``lasp2 site check``: the LAMMPS executable (and its launcher)."""
-    settings = lammps_settings(parameters)
-    return EngineRequirements(
-        "md lammps",
-        programs=command_programs(settings.command, f"{SETTINGS_PREFIX}command"),
-        environment=settings.environment,
-    )
-
-
-def _snapshot(atoms: Atoms) -> Atoms:
-    copy = atoms.copy()
-    copy.calc = None
-    return copy
-
-
-class _Judge:
-    """γ of each frame in order; the rules of the embedded engine, frame by frame."""
-
-    def __init__(self, committee: Committee, spec: SegmentSpec, start: Atoms) -> None:
-        self.calculator = CommitteeCalculator(committee, driver=spec.driver)
-        self.variant = "gamma" if spec.gamma_variant == "atom" else "gamma_component"
-        self.spec = spec
-        self.accepted, self.accepted_step = _snapshot(start), spec.first_step
-        self.trace: list[tuple[int, float]] = []
-        self.frames: list[Atoms] = []
-        self.evaluations = 0
-
-    def gamma(self, frame: Atoms) -> float:
-        if not np.isfinite(frame.positions).all():
-            return float("nan")
-        self.calculator.calculate(frame, ["energy", "forces"])
-        self.evaluations += 1
-        return float(self.calculator.results[self.variant])
-
-    def judge(self, step: int, frame: Atoms) -> SegmentResult | None:
-        """The segment's result when this frame ends it, else None (the frame is accepted)."""
-        gamma = self.gamma(frame)
-        self.trace.append((step, gamma))
-        exploded = not np.isfinite(gamma) or not np.isfinite(frame.get_momenta()).all()
-        if exploded or (self.spec.upper is not None and gamma > self.spec.upper):
-            return self.exploded()
-        if gamma > self.spec.trigger:
-            frame.info["gamma"] = gamma
-            return SegmentResult("triggered", self.accepted, self.accepted_step, frame, step,
-                                 gamma, self.trace, self.frames)  # fmt: skip
-        frame.info["gamma"] = gamma
-        self.accepted, self.accepted_step = frame, step
-        self.frames.append(frame)
-        return None
-
-    def exploded(self) -> SegmentResult:
-        return SegmentResult("exploded", self.accepted, self.accepted_step,
-                             gamma_trace=self.trace, frames=self.frames)  # fmt: skip
-
-    def completed(self) -> SegmentResult:
-        return SegmentResult("completed", self.accepted, self.accepted_step,
-                             gamma_trace=self.trace, frames=self.frames)  # fmt: skip
-
-
 @dataclass
 class _RunOutput:
     frames: list[tuple[int, Atoms]]  # (walker step, frame) after the start, in order
     explosion: str | None  # LAMMPS' error when the dynamics blew up before the last step
     restarts: dict[int, Path]  # walker step -> restart file of that exact state
-
-
-def _check_executable(settings: LammpsSettings) -> None:
-    """Before writing anything: the program, when no environment line could still provide it."""
-    if settings.environment.strip():
-        return  # module loads may put it on PATH; a missing program shows as exit status 127
-    program = shlex.split(settings.command)[0]
-    if shutil.which(program) is None:
-        raise LammpsSetupError(
-            f"LAMMPS executable {program!r} not found on PATH: set {SETTINGS_PREFIX}command to "
-            f"its path (or the launcher and path: srun /opt/lammps/bin/lmp), or load it in "
-            f"{SETTINGS_PREFIX}environment (module load lammps)"
-        )
 
 
 def _usable_restart(start: Atoms, first_step: int, work_dir: Path | None) -> Path | None:
@@ -230,14 +159,28 @@ def _copy_driver_model(member: Path, directory: Path) -> None:
         shutil.copyfile(path, target / path.name)
 
 
-class LammpsMolecularDynamics:
+@register
+class LammpsMolecularDynamics(MolecularDynamics):
     """NVT MD in LAMMPS driven by one committee member; γ from the whole committee."""
 
+    name: ClassVar[str] = "lammps"
+    settings_type: ClassVar[type] = LammpsSettings
+    default_launch: ClassVar[LaunchProfile | None] = LaunchProfile(command="lmp")
+
+    def requirements(self) -> EngineRequirements:
+        """For ``lasp2 site check``: the LAMMPS executable (and its launcher)."""
+        profile = self.launch_profile()
+        return EngineRequirements(
+            "md lammps",
+            programs=profile_programs(profile, "lammps"),
+            environment=profile.shell_environment(),
+        )
+
     def run_segment(self, atoms: Atoms, committee_dir: Path, spec: SegmentSpec) -> SegmentResult:
-        settings = lammps_settings(spec.engine_parameters)
-        _check_executable(settings)
+        settings: LammpsSettings = self.settings
+        check_programs_found(self.launch_profile(), self.name)
         committee = Committee.load(committee_dir)
-        judge = _Judge(committee, spec, atoms)
+        judge = SegmentJudge(committee, spec, atoms)
         driver = find_member_directories(committee_dir)[spec.driver]
         with _segment_directory(spec.work_dir) as directory:
             per_run = spec.steps
@@ -254,7 +197,7 @@ class LammpsMolecularDynamics:
                 restarts.update(output.restarts)
                 started, evaluated = time.perf_counter(), judge.evaluations
                 for frame_step, frame in output.frames:
-                    result = judge.judge(frame_step, frame)
+                    result = judge.judge(frame_step, frame, judge.gamma_of(frame))
                     if result is not None:
                         break
                 LOGGER.info(
@@ -299,7 +242,9 @@ class LammpsMolecularDynamics:
             timestep=spec.timestep,
             thermostat=spec.thermostat,
             seed=files.lammps_seed(spec.seed, first_step),
-            pair_lines=self._pair_lines(settings, committee, spec.driver, driver, types, directory),
+            pair_lines=self._pair_lines(
+                settings, committee, spec.driver, driver, types, directory, spec.check_interval
+            ),
             masses=files.type_masses(start, types),
             boundary=files.boundary(start),
             from_restart=restart is not None,
@@ -314,9 +259,10 @@ class LammpsMolecularDynamics:
         )
         (directory / files.INPUT_SCRIPT).write_text(files.input_script(run_input))
         started = time.perf_counter()
-        explosion = self._execute(directory, settings)
+        explosion = self._execute(directory)
         LOGGER.info("%s: LAMMPS ran %d steps in %.1f s", directory, steps,
                     time.perf_counter() - started)  # fmt: skip
+        _check_ranks(directory, self.launch_profile().ranks)
         dumped = files.read_dump(directory / files.DUMP_FILE)
         seen = {frame.step for frame in dumped}
         final = files.read_dump(directory / files.FINAL_DUMP_FILE)
@@ -339,15 +285,19 @@ class LammpsMolecularDynamics:
                 f"{directory}: the last frame is step {dumped[-1].step}, not {steps}"
             )
         thermo = files.read_thermo(directory / files.LOG_FILE)
+        warnings = files.read_extrapolation_warnings(directory / files.LOG_FILE)
         frames = []
         for dump in dumped[1:]:
             frame = files.frame_to_atoms(start, dump, prism)
-            for key in (RESTART_KEY, RESTART_STEP_KEY, "gamma"):
+            for key in (RESTART_KEY, RESTART_STEP_KEY, "gamma", EXTRAPOLATION_KEY):
                 frame.info.pop(key, None)
             row = thermo.get(dump.step, {})
             if "PotEng" in row:
                 frame.info["lammps_potential_energy"] = row["PotEng"]  # eV, the driver's
+            if dump.step in warnings:
+                frame.info[EXTRAPOLATION_KEY] = warnings[dump.step]
             frames.append((first_step + dump.step, frame))
+        _report_extrapolation(directory, warnings)
         restarts = {}
         for path in directory.glob(files.RESTART_PATTERN):
             relative = path.name.split(".")[1]
@@ -363,6 +313,7 @@ class LammpsMolecularDynamics:
         driver: Path,
         types: list[str],
         directory: Path,
+        check_interval: int,
     ) -> list[str]:
         if settings.pair_style.strip() != "hdnnp":
             return files.explicit_pair_lines(settings.pair_style, settings.pair_coeff, types)
@@ -380,40 +331,57 @@ class LammpsMolecularDynamics:
             member.units.ev_per_energy,
             types,
             max_extrapolation_warnings=settings.max_extrapolation_warnings,
+            summary_interval=check_interval,  # a count per dumped frame in the log
         )
 
-    def _execute(self, directory: Path, settings: LammpsSettings) -> str | None:
+    def _execute(self, directory: Path) -> str | None:
         """Run the rendered job script; LAMMPS' error when the dynamics blew up, else None."""
-        script = render_into(
-            directory,
-            "lammps.sh",
-            {
-                "command": settings.command,
-                "environment": settings.environment,
+        profile = self.launch_profile()
+        with profile_variables(profile):
+            values = {
+                "command": profile.command_line(),
                 "input_script": files.INPUT_SCRIPT,
                 "log_file": files.LOG_FILE,
-            },
+            }
+            # WalltimeReached at the block's margin: a timeout; a program not found: setup error
+            failure = run_program(directory, "lammps.sh", values, self.name, profile, JOB_OUTPUT)
+        if failure is None:
+            return None
+        error = files.log_error(directory / files.LOG_FILE)
+        if error is not None and files.is_explosion(error):
+            return error
+        if error is not None and "Unrecognized" in error and "style" in error:
+            raise LammpsSetupError(
+                f"{directory}: {error}: this LAMMPS lacks the package (pair_style hdnnp needs "
+                "ML-HDNNP, built with n2p2); set launch.lammps.command in the site config to a "
+                "LAMMPS that has it"
+            )
+        raise LammpsRunFailed(f"{directory}: {error or failure}")
+
+
+def _check_ranks(directory: Path, ranks: int | None) -> None:
+    """A launcher of another MPI than LAMMPS' (a venv's MPICH mpirun before the system's Open
+    MPI) starts ``ranks`` separate one-rank copies that overwrite each other's files: refuse."""
+    found = files.log_ranks(directory / files.LOG_FILE)
+    if ranks is not None and ranks > 1 and found == 1:
+        raise LammpsSetupError(
+            f"{directory}: launch.lammps asks for {ranks} MPI ranks but LAMMPS ran on 1: the "
+            "launcher started separate copies, so its MPI is not the one LAMMPS was built with; "
+            "set launch.lammps.launcher to that MPI's mpirun/srun (its full path)"
         )
-        try:
-            run_job_script(script, JOB_OUTPUT)  # WalltimeReached at the margin: a timeout
-        except JobScriptFailed as failure:
-            error = files.log_error(directory / files.LOG_FILE)
-            if failure.returncode == 127:
-                raise LammpsSetupError(
-                    f"{directory}: the LAMMPS command {settings.command!r} was not found on the "
-                    f"compute node: set {SETTINGS_PREFIX}command to its path, or load it in "
-                    f"{SETTINGS_PREFIX}environment\n{failure}"
-                ) from None
-            if error is not None and files.is_explosion(error):
-                return error
-            if error is not None and "Unrecognized" in error and "style" in error:
-                raise LammpsSetupError(
-                    f"{directory}: {error}: this LAMMPS lacks the package (pair_style hdnnp needs "
-                    f"ML-HDNNP, built with n2p2); set {SETTINGS_PREFIX}command to a LAMMPS that "
-                    "has it"
-                ) from None
-            raise LammpsRunFailed(f"{directory}: {error or failure}") from None
-        return None
+
+
+def _report_extrapolation(directory: Path, warnings: dict[int, int]) -> None:
+    """n2p2's extrapolation warnings of a run, in the log: the driver left its training range
+    (a hint independent of γ; γ alone decides what is labelled)."""
+    counted = {step: count for step, count in warnings.items() if step > 0}
+    if any(counted.values()):
+        steps = [step for step, count in sorted(counted.items()) if count]
+        LOGGER.warning(
+            "%s: n2p2 reported %d extrapolation warnings (symmetry functions outside the "
+            "driver's training range) in %d of %d checks, first at run step %d",
+            directory, sum(counted.values()), len(steps), len(counted), steps[0],
+        )  # fmt: skip
 
 
 def _start_mismatch(start: Atoms, frame: files.DumpFrame, prism: Prism) -> str:
@@ -434,7 +402,7 @@ def _start_mismatch(start: Atoms, frame: files.DumpFrame, prism: Prism) -> str:
 
 
 def _with_restart(frame: Atoms, restart: Path | None, step: int) -> Atoms:
-    continued = _snapshot(frame)
+    continued = snapshot(frame)
     if restart is not None:
         continued.info[RESTART_KEY] = str(restart)
         continued.info[RESTART_STEP_KEY] = step

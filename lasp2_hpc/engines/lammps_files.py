@@ -101,6 +101,7 @@ def hdnnp_pair_lines(
     types: Sequence[str],
     directory: str = HDNNP_DIRECTORY,
     max_extrapolation_warnings: int = NO_EXTRAPOLATION_LIMIT,
+    summary_interval: int = 0,
 ) -> list[str]:
     """``pair_style hdnnp`` and ``pair_coeff`` for an n2p2 model.
 
@@ -108,6 +109,8 @@ def hdnnp_pair_lines(
     Hartree gets 1.8897… and 0.0367…; our models, in Å and eV, get 1.0). The cutoff is in LAMMPS
     units and must not be below the model's largest symmetry-function cutoff: n2p2 refuses it
     ("Inconsistent cutoff radius"), so a converted value is rounded up, never down.
+    ``summary_interval`` > 0 makes n2p2 log its count of extrapolation warnings every that many
+    steps (``showewsum``; see :func:`read_extrapolation_warnings`), 0 logs none.
     """
     cutoff = model_cutoff_angstrom
     if angstrom_per_length != 1.0:
@@ -115,7 +118,7 @@ def hdnnp_pair_lines(
     keywords = [
         f"dir {directory}/",
         "showew no",
-        "showewsum 0",
+        f"showewsum {summary_interval}",
         "resetew yes",
         f"maxew {max_extrapolation_warnings}",
         f"cflength {lammps_number(1.0 / angstrom_per_length)}",
@@ -298,6 +301,20 @@ def frame_to_atoms(reference: Atoms, frame: DumpFrame, prism: Prism) -> Atoms:
     return atoms
 
 
+_LOOP_TIME = re.compile(r"^Loop time of \S+ on (\d+) procs for")
+
+
+def log_ranks(path: Path) -> int | None:
+    """How many MPI ranks LAMMPS says it ran on (its "Loop time ... on N procs" line)."""
+    if not path.exists():
+        return None
+    for line in path.read_text(errors="replace").splitlines():
+        match = _LOOP_TIME.match(line)
+        if match:
+            return int(match.group(1))
+    return None
+
+
 def log_error(path: Path) -> str | None:
     """LAMMPS' first ``ERROR`` line of a log, without the MPI abort text glued to it."""
     if not path.exists():
@@ -312,6 +329,25 @@ def is_explosion(error: str) -> bool:
     return any(pattern in error for pattern in EXPLOSION_ERRORS)
 
 
+# n2p2's summary line, every `showewsum` steps: the warnings of the steps since the last one
+_EW_SUMMARY = re.compile(r"^### NNP EW SUMMARY ### TS:\s*(\d+)\s+EW\s+(\d+)\s")
+
+
+def read_extrapolation_warnings(path: Path) -> dict[int, int]:
+    """n2p2's extrapolation warnings by step: {step: warnings since the previous summary}.
+
+    A warning is one symmetry function of one atom outside the range of the training set
+    (scaling.data's min/max): the driving member extrapolates there."""
+    counts: dict[int, int] = {}
+    if not path.exists():
+        return counts
+    for line in path.read_text(errors="replace").splitlines():
+        match = _EW_SUMMARY.match(line)
+        if match:
+            counts[int(match.group(1))] = int(match.group(2))
+    return counts
+
+
 def read_thermo(path: Path) -> dict[int, dict[str, float]]:
     """The thermo rows of a log by step: {step: {"Temp": …, "PotEng": …, …}}."""
     rows: dict[int, dict[str, float]] = {}
@@ -320,6 +356,8 @@ def read_thermo(path: Path) -> dict[int, dict[str, float]]:
     header: list[str] | None = None
     for line in path.read_text(errors="replace").splitlines():
         words = line.split()
+        if line.startswith(("###", "WARNING")):
+            continue  # n2p2's lines (extrapolation summaries) and warnings inside the table
         if words[:1] == ["Step"]:
             header = words
         elif header is not None and len(words) == len(header):

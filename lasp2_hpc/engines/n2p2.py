@@ -2,8 +2,9 @@
 
 The member's potential is defined by the same ``committee.hdnnp`` settings as the embedded
 trainer's (one ``HdnnpSetup`` → one ``input.nn``), so a committee trained by n2p2 loads into the
-embedded committee evaluator unchanged. What only n2p2 knows (its Kalman-filter training keywords,
-the commands and the MPI launcher) lives in ``committee.trainer_parameters``.
+embedded committee evaluator unchanged. What only n2p2 knows (its Kalman-filter training
+keywords, the epoch rule) lives in ``committee.trainer.parameters``; how its programs start (the
+commands, the MPI launcher and ranks, module loads) is the site's ``launch.n2p2``.
 
 The run happens in ``<member>/n2p2-run/`` through the rendered ``job_templates/n2p2-train.sh``;
 afterwards the chosen epoch's ``weights.ZZZ.EEEEEE.out`` become the member's ``weights.ZZZ.data``
@@ -21,13 +22,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ase import Atoms
 from ase.data import atomic_numbers
 
 from lasp2_hpc.atomic import atomic_write_text
-from lasp2_hpc.engines.base import EngineRequirements
+from lasp2_hpc.engines.base import Trainer
+from lasp2_hpc.engines.registry import register
 from lasp2_hpc.hdnnp.input_data import write_input_data
 from lasp2_hpc.hdnnp.input_nn import NnpSettings, format_input_nn
 from lasp2_hpc.hdnnp.model import ANGSTROM_EV, HdnnpModel, write_model_units
@@ -40,9 +42,15 @@ from lasp2_hpc.hdnnp.n2p2_keywords import (
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import METRICS_FILE, fit_atom_energies
 from lasp2_hpc.hdnnp.weights import weights_file_name
+from lasp2_hpc.jobs.launch import (
+    EngineSetupError,
+    LaunchProfile,
+    check_programs_found,
+    profile_variables,
+    run_program,
+)
+from lasp2_hpc.jobs.requirements import EngineRequirements, profile_programs
 from lasp2_hpc.schema import from_mapping
-from lasp2_hpc.site.engine_check import command_programs
-from lasp2_hpc.site.templates import JobScriptFailed, render_into, run_job_script
 
 LOGGER = logging.getLogger(__name__)
 
@@ -92,7 +100,7 @@ CAMPAIGN_KEYWORDS: dict[str, str] = {
 }
 
 
-class N2p2SetupError(ValueError):
+class N2p2SetupError(EngineSetupError):
     """Something to set before n2p2 can run (a command not found, a keyword it does not know)."""
 
 
@@ -102,20 +110,14 @@ class N2p2RunFailed(RuntimeError):
 
 @dataclass
 class N2p2Settings:
-    """``committee.trainer_parameters`` of ``trainer: n2p2`` in campaign.yaml."""
+    """``committee.trainer.parameters`` of ``engine: n2p2`` in campaign.yaml."""
 
-    scaling_command: str = "nnp-scaling"
-    training_command: str = "nnp-train"
-    launcher: str = ""  # MPI launcher before both commands: "srun", "mpirun -np 8"
-    environment: str = ""  # shell lines before the run: module load n2p2
     scaling_bins: int = 500  # nnp-scaling's histogram bins (its only argument)
     epoch: Literal["best", "last"] = "best"
     keywords: dict[str, Any] = field(default_factory=dict)  # n2p2 training keywords
     keep_epoch_weights: bool = False  # every epoch's weights.*.out stay in n2p2-run/
 
     def __post_init__(self) -> None:
-        if not self.scaling_command.strip() or not self.training_command.strip():
-            raise ValueError("scaling_command and training_command must name n2p2's programs")
         if self.scaling_bins < 1:
             raise ValueError("scaling_bins must be >= 1")
         for keyword in self.keywords:
@@ -328,10 +330,20 @@ def _program_log_tail(run: Path, lines: int = 15) -> str:
     return ""
 
 
-class N2p2Trainer:
-    def __init__(self, parameters: dict[str, Any] | None = None) -> None:
-        self.settings = from_mapping(
-            N2p2Settings, parameters or {}, prefix="committee.trainer_parameters."
+@register
+class N2p2Trainer(Trainer):
+    name: ClassVar[str] = "n2p2"
+    settings_type: ClassVar[type] = N2p2Settings
+    default_launch: ClassVar[LaunchProfile | None] = LaunchProfile(
+        programs={"scaling": "nnp-scaling", "training": "nnp-train"}
+    )
+
+    def requirements(self) -> EngineRequirements:
+        """For ``lasp2 site check``: nnp-scaling, nnp-train and the MPI launcher."""
+        profile = self.launch_profile()
+        programs = profile_programs(profile, self.name, ("scaling", "training"))
+        return EngineRequirements(
+            "trainer n2p2", programs=programs, environment=profile.shell_environment()
         )
 
     def prepare(
@@ -356,10 +368,10 @@ class N2p2Trainer:
         return nnp
 
     def train(
-        self, structures: Sequence[Atoms], settings: dict[str, Any], seed: int, output: Path
+        self, structures: Sequence[Atoms], potential: dict[str, Any], seed: int, output: Path
     ) -> dict[str, Any]:
         start = time.perf_counter()
-        setup = from_mapping(HdnnpSetup, settings, prefix="committee.hdnnp.")
+        setup = from_mapping(HdnnpSetup, potential, prefix="committee.hdnnp.")
         run = output / RUN_DIRECTORY
         nnp = self.prepare(structures, setup, seed, run)
         self._run(run)
@@ -370,28 +382,19 @@ class N2p2Trainer:
         return summary
 
     def _run(self, run: Path) -> None:
-        script = render_into(
-            run,
-            "n2p2-train.sh",
-            {
-                "environment": self.settings.environment,
-                "launcher": self.settings.launcher,
-                "scaling_command": self.settings.scaling_command,
-                "scaling_bins": self.settings.scaling_bins,
-                "training_command": self.settings.training_command,
-            },
-        )
-        try:
-            run_job_script(script)  # WalltimeReached at the block's margin: the task is a timeout
-        except JobScriptFailed as error:
-            if error.returncode == 127:
-                raise N2p2SetupError(
-                    f"{run}: an n2p2 program was not found on the compute node: set "
-                    "committee.trainer_parameters.scaling_command/training_command to its path, "
-                    "or load it in committee.trainer_parameters.environment (module load n2p2)"
-                    f"\n{error}"
-                ) from None
-            raise N2p2RunFailed(f"{error}{_program_log_tail(run)}") from None
+        profile = self.launch_profile()
+        for program in ("scaling", "training"):
+            check_programs_found(profile, self.name, program)
+        values = {
+            "scaling_command": profile.command_line("scaling"),
+            "scaling_bins": self.settings.scaling_bins,
+            "training_command": profile.command_line("training"),
+        }
+        with profile_variables(profile):
+            # WalltimeReached at the block's margin: a timeout; a program not found: setup error
+            failure = run_program(run, "n2p2-train.sh", values, self.name, profile)
+        if failure is not None:
+            raise N2p2RunFailed(f"{failure}{_program_log_tail(run)}")
 
     def collect(
         self, run: Path, output: Path, nnp: NnpSettings, setup: HdnnpSetup, seed: int
@@ -455,13 +458,3 @@ class N2p2Trainer:
             "device": "n2p2",
             "learning_curve": curve.columns,
         }
-
-
-def requirements(parameters: dict[str, Any]) -> EngineRequirements:
-    """For ``lasp2 site check``: nnp-scaling, nnp-train and the MPI launcher."""
-    settings = from_mapping(N2p2Settings, parameters, prefix="committee.trainer_parameters.")
-    prefix = "committee.trainer_parameters."
-    programs = command_programs(settings.launcher, f"{prefix}launcher") if settings.launcher else []
-    programs += command_programs(settings.scaling_command, f"{prefix}scaling_command")
-    programs += command_programs(settings.training_command, f"{prefix}training_command")
-    return EngineRequirements("trainer n2p2", programs=programs, environment=settings.environment)

@@ -1,122 +1,126 @@
-"""Engines by name, as campaign.yaml names them; the loop looks engines up, never imports one."""
+"""Engines by role and name, as campaign.yaml names them; the loop looks engines up, never
+imports one.
+
+An engine registers itself with the ``@register`` decorator when its module is imported. The
+built-in engines' modules are listed here and imported only when asked for (a login node need not
+import torch to check a VASP campaign); a third-party package adds engines through the entry-point
+group ``lasp2_hpc.engines``, each entry named ``ROLE.NAME`` and pointing at the engine class
+(``oracle.qe = "my_package.qe:QuantumEspressoOracle"``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
-from lasp2_hpc.engines.base import EngineRequirements, MolecularDynamics, Oracle, Trainer
+from lasp2_hpc.engines.base import ROLES, Engine, MolecularDynamics, Oracle, Role, Trainer
+from lasp2_hpc.jobs.launch import LaunchProfile
 
+LOGGER = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "lasp2_hpc.engines"
 
-def _hdnnp_trainer(parameters: dict[str, Any]) -> Trainer:
-    from lasp2_hpc.engines.embedded import HdnnpTrainer
+_REGISTERED: dict[tuple[Role, str], type[Engine]] = {}
 
-    return HdnnpTrainer(parameters)
-
-
-def _ase_md() -> MolecularDynamics:
-    from lasp2_hpc.engines.embedded import AseMolecularDynamics
-
-    return AseMolecularDynamics()
-
-
-def _ase_oracle(calculator: str, parameters: dict[str, Any]) -> Oracle:
-    from lasp2_hpc.engines.embedded import AseOracle
-
-    return AseOracle(calculator, parameters)
-
-
-def _vasp_oracle(calculator: str, parameters: dict[str, Any]) -> Oracle:
-    from lasp2_hpc.engines.vasp import VaspOracle
-
-    return VaspOracle(calculator, parameters)
-
-
-def _cp2k_oracle(calculator: str, parameters: dict[str, Any]) -> Oracle:
-    from lasp2_hpc.engines.cp2k import Cp2kOracle
-
-    return Cp2kOracle(calculator, parameters)
-
-
-def _n2p2_trainer(parameters: dict[str, Any]) -> Trainer:
-    from lasp2_hpc.engines.n2p2 import N2p2Trainer
-
-    return N2p2Trainer(parameters)
-
-
-def _lammps_md() -> MolecularDynamics:
-    from lasp2_hpc.engines.lammps import LammpsMolecularDynamics
-
-    return LammpsMolecularDynamics()
-
-
-# "embedded" names the in-house trainer too: the word the docs use for the laptop engines
-TRAINERS: dict[str, Callable[[dict[str, Any]], Trainer]] = {
-    "hdnnp": _hdnnp_trainer,
-    "embedded": _hdnnp_trainer,
-    "n2p2": _n2p2_trainer,
-}
-MD_ENGINES: dict[str, Callable[[], MolecularDynamics]] = {"ase": _ase_md, "lammps": _lammps_md}
-ORACLES: dict[str, Callable[[str, dict[str, Any]], Oracle]] = {
-    "ase": _ase_oracle,
-    "vasp": _vasp_oracle,
-    "cp2k": _cp2k_oracle,
-}
-
-
-def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
-    if name not in table:
-        raise ValueError(f"unknown {kind} engine {name!r}; available: {', '.join(sorted(table))}")
-    return table[name]
-
-
-def trainer(name: str, parameters: dict[str, Any] | None = None) -> Trainer:
-    return _lookup(TRAINERS, "trainer", name)(parameters or {})
-
-
-def md_engine(name: str) -> MolecularDynamics:
-    return _lookup(MD_ENGINES, "MD", name)()
-
-
-# MD engines get their settings with each segment (SegmentSpec.engine_parameters); these check
-# them when the campaign is read, so that a typo fails before the first segment
-MD_PARAMETER_CHECKS: dict[str, str] = {"lammps": "lasp2_hpc.engines.lammps:lammps_settings"}
-
-
-def check_md_parameters(name: str, parameters: dict[str, Any]) -> None:
-    target = MD_PARAMETER_CHECKS.get(name)
-    if target is None:
-        if parameters:
-            given = ", ".join(parameters)
-            raise ValueError(f"the {name} MD engine takes no md_parameters (got {given})")
-        return
-    import importlib
-
-    module_name, _, function = target.partition(":")
-    getattr(importlib.import_module(module_name), function)(parameters)
-
-
-def oracle(name: str, calculator: str, parameters: dict[str, Any]) -> Oracle:
-    return _lookup(ORACLES, "oracle", name)(calculator, parameters)
-
-
-# Engines with needs outside Python name a ``requirements(parameters)`` function in their module
-# (imported only when asked: a login node need not import what it does not check).
-REQUIREMENTS: dict[tuple[str, str], str] = {
+BUILTIN_MODULES: dict[tuple[Role, str], str] = {
+    ("trainer", "hdnnp"): "lasp2_hpc.engines.hdnnp_trainer",
+    ("trainer", "n2p2"): "lasp2_hpc.engines.n2p2",
+    ("md", "ase"): "lasp2_hpc.engines.ase_md",
+    ("md", "lammps"): "lasp2_hpc.engines.lammps",
+    ("oracle", "ase"): "lasp2_hpc.engines.ase_oracle",
     ("oracle", "vasp"): "lasp2_hpc.engines.vasp",
     ("oracle", "cp2k"): "lasp2_hpc.engines.cp2k",
-    ("trainer", "n2p2"): "lasp2_hpc.engines.n2p2",
-    ("md", "lammps"): "lasp2_hpc.engines.lammps",
 }
+# Other names campaigns have used for the same engine
+ALIASES: dict[tuple[Role, str], str] = {("trainer", "embedded"): "hdnnp"}
+
+E = TypeVar("E", bound=type[Engine])
 
 
-def requirements(role: str, name: str, parameters: dict[str, Any]) -> EngineRequirements:
-    """What engine ``name`` in ``role`` (trainer, md, oracle) needs on the nodes that run it."""
-    module_name = REQUIREMENTS.get((role, name))
-    if module_name is None:
-        return EngineRequirements(f"{role} {name}")  # embedded: Python packages only
-    import importlib
+def register(cls: E) -> E:
+    """Class decorator: the engine is known by ``(cls.role, cls.name)`` from now on."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    key = (cls.role, cls.name)
+    known = _REGISTERED.get(key)
+    if known is not None and known is not cls:
+        raise TypeError(f"two {cls.role} engines are named {cls.name!r}: {known} and {cls}")
+    _REGISTERED[key] = cls
+    return cls
 
-    module = importlib.import_module(module_name)
-    found: EngineRequirements = module.requirements(parameters)
+
+def _entry_points() -> dict[tuple[Role, str], Any]:
+    from importlib.metadata import entry_points
+
+    found: dict[tuple[Role, str], Any] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        role, _, name = entry.name.partition(".")
+        if role in ROLES and name:
+            found[(role, name)] = entry
+        else:
+            LOGGER.warning("entry point %s = %s: name it ROLE.NAME", entry.name, entry.value)
     return found
+
+
+def names(role: Role) -> list[str]:
+    """Every engine name a campaign may give for ``role``."""
+    known = {name for (r, name) in (*BUILTIN_MODULES, *_REGISTERED, *_entry_points()) if r == role}
+    known |= {alias for (r, alias) in ALIASES if r == role}
+    return sorted(known)
+
+
+def engine_class(role: Role, name: str) -> type[Engine]:
+    key: tuple[Role, str] = (role, ALIASES.get((role, name), name))
+    if key not in _REGISTERED:
+        if key in BUILTIN_MODULES:
+            importlib.import_module(BUILTIN_MODULES[key])
+        else:
+            entry = _entry_points().get(key)
+            if entry is not None:
+                loaded = entry.load()
+                if (getattr(loaded, "role", None), getattr(loaded, "name", None)) != key:
+                    raise ValueError(
+                        f"entry point {entry.name} = {entry.value} of group {ENTRY_POINT_GROUP}: "
+                        f"the class must be an Engine with role {role!r} and name {name!r}"
+                    )
+                register(loaded)
+    if key not in _REGISTERED:
+        raise ValueError(f"unknown {role} engine {name!r}; available: {', '.join(names(role))}")
+    return _REGISTERED[key]
+
+
+def create(
+    role: Role,
+    name: str,
+    parameters: Mapping[str, Any] | None = None,
+    launch: LaunchProfile | None = None,
+) -> Engine:
+    """The engine with its settings read from ``parameters`` (errors name the key) and the
+    site's launch profile for it (None: the engine's defaults)."""
+    cls = engine_class(role, name)
+    return cls(cls.read_settings(parameters), launch)
+
+
+def trainer(
+    name: str, parameters: Mapping[str, Any] | None = None, launch: LaunchProfile | None = None
+) -> Trainer:
+    engine = create("trainer", name, parameters, launch)
+    assert isinstance(engine, Trainer)
+    return engine
+
+
+def md_engine(
+    name: str, parameters: Mapping[str, Any] | None = None, launch: LaunchProfile | None = None
+) -> MolecularDynamics:
+    engine = create("md", name, parameters, launch)
+    assert isinstance(engine, MolecularDynamics)
+    return engine
+
+
+def oracle(
+    name: str, parameters: Mapping[str, Any] | None = None, launch: LaunchProfile | None = None
+) -> Oracle:
+    engine = create("oracle", name, parameters, launch)
+    assert isinstance(engine, Oracle)
+    return engine

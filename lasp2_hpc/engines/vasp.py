@@ -2,7 +2,8 @@
 
 Inputs are written by lasp2 (POSCAR through ASE, INCAR, POTCAR from ``VASP_PP_PATH``; k-points by
 VASP's own KSPACING rule, so slabs get one k-point across the vacuum), the run is the rendered
-job script (walltime guard included), and the outputs are judged by
+job script (walltime guard included) with the site's launch profile ``launch.vasp`` (command
+``vasp_std`` by default; ``variables: {VASP_PP_PATH: ...}`` there), and the outputs are judged by
 :func:`~lasp2_hpc.engines.vasp_outputs.inspect_vasp_run`: a converged run is a label with the
 σ→0 energy (the convention of the whole database), NELM reached quarantines the structure
 (``OracleRejected``), a crash raises so that the task is retried.
@@ -14,16 +15,16 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from ase import Atoms
 
-from lasp2_hpc.engines.base import EngineRequirements, OracleRejected
+from lasp2_hpc.engines.file_oracle import FileOracle, OracleRunFailed, RunCheck
+from lasp2_hpc.engines.registry import register
 from lasp2_hpc.engines.vasp_outputs import inspect_vasp_run
-from lasp2_hpc.schema import from_mapping
-from lasp2_hpc.site.engine_check import command_programs
-from lasp2_hpc.site.templates import render_into, run_job_script
+from lasp2_hpc.jobs.launch import EngineSetupError, LaunchProfile
+from lasp2_hpc.jobs.requirements import EngineRequirements, profile_programs
 
 # Single points of metals (documented in docs/engine-vasp.md): Methfessel–Paxton smearing, tight
 # EDIFF for forces, no symmetry (MD snapshots have none), no WAVECAR/CHGCAR to keep disks small.
@@ -47,41 +48,39 @@ DEFAULT_INCAR: dict[str, Any] = {
 }
 
 
-class VaspRunFailed(RuntimeError):
+STALE_OUTPUTS = ("vasprun.xml", "vasprun.xml.gz", "OUTCAR", "OUTCAR.gz", "OSZICAR", "vasp.out")
+
+
+class VaspRunFailed(OracleRunFailed):
     """VASP crashed or wrote no usable output: the task is retried."""
 
 
-class VaspSetupError(ValueError):
+class VaspSetupError(EngineSetupError):
     """Something to set before VASP can run (executable, POTCAR path)."""
 
 
 @dataclass
 class VaspSettings:
-    """``oracle.parameters`` of ``engine: vasp`` in campaign.yaml."""
+    """``oracle.parameters`` of ``engine: vasp`` in campaign.yaml (the science only; how VASP
+    starts is the site's ``launch.vasp``)."""
 
-    command: str = "vasp_std"  # with its launcher: "srun vasp_std", "mpirun -np 64 vasp_std"
-    environment: str = ""  # shell lines before the run: module load vasp/6.4
     incar: dict[str, Any] = field(default_factory=dict)  # over DEFAULT_INCAR
     potentials: str = "potpaw_PBE"  # the POTCAR set: a folder in VASP_PP_PATH
     potcars: dict[str, str] = field(default_factory=dict)  # element -> folder, e.g. Au: Au_GW
-
-    def __post_init__(self) -> None:
-        if not self.command.strip():
-            raise ValueError("command must name the VASP executable, e.g. srun vasp_std")
 
 
 def potcar_path(settings: VaspSettings, element: str) -> Path:
     root = os.environ.get("VASP_PP_PATH")
     if not root:
         raise VaspSetupError(
-            "VASP_PP_PATH is not set: export it (site worker_init, or oracle.parameters."
-            f"environment) to the folder that holds {settings.potentials}/"
+            "VASP_PP_PATH is not set: set it in the site config (launch.vasp.variables."
+            f"VASP_PP_PATH) to the folder that holds {settings.potentials}/"
         )
     path = Path(root) / settings.potentials / settings.potcars.get(element, element) / "POTCAR"
     if not path.exists():
         raise VaspSetupError(
             f"no POTCAR for {element}: {path} does not exist (set oracle.parameters.potcars."
-            f"{element} to the folder name, or fix VASP_PP_PATH)"
+            f"{element} to the folder name, or fix launch.vasp.variables.VASP_PP_PATH)"
         )
     return path
 
@@ -108,6 +107,8 @@ def write_inputs(atoms: Atoms, directory: Path, settings: VaspSettings) -> np.nd
     import ase.io
 
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in STALE_OUTPUTS:  # an earlier attempt's output must never be read as this one's
+        (directory / stale).unlink(missing_ok=True)
     species, order = species_order(atoms)
     potcars = [potcar_path(settings, element) for element in species]
     ase.io.write(directory / "POSCAR", atoms[order], format="vasp", direct=True, sort=False)
@@ -119,69 +120,37 @@ def write_inputs(atoms: Atoms, directory: Path, settings: VaspSettings) -> np.nd
     return order
 
 
-class VaspOracle:
-    def __init__(self, calculator: str, parameters: dict[str, Any]) -> None:
-        self.settings = from_mapping(VaspSettings, parameters, prefix="oracle.parameters.")
+@register
+class VaspOracle(FileOracle):
+    name: ClassVar[str] = "vasp"
+    settings_type: ClassVar[type] = VaspSettings
+    default_launch: ClassVar[LaunchProfile | None] = LaunchProfile(command="vasp_std")
+    energy_kind: ClassVar[str] = "sigma0"
+    run_folder: ClassVar[str] = "vasp"
+    template: ClassVar[str] = "vasp.sh"
+    run_failed: ClassVar[type[Exception]] = VaspRunFailed
 
-    def label(self, atoms: Atoms, work_dir: Path) -> Atoms:
-        run = work_dir / "vasp"
-        order = write_inputs(atoms, run, self.settings)
-        script = render_into(
-            run,
-            "vasp.sh",
-            {"command": self.settings.command, "environment": self.settings.environment},
-        )
-        run_job_script(script)  # WalltimeReached at the block's margin: the task is a timeout
+    def write_inputs(self, atoms: Atoms, run: Path) -> np.ndarray | None:
+        return write_inputs(atoms, run, self.settings)
+
+    def inspect(self, run: Path) -> RunCheck:
         check = inspect_vasp_run(run)
-        if check.status == "scf_not_converged":
-            raise OracleRejected(check.evidence)
-        if check.status == "crashed" or check.atoms is None:
-            raise VaspRunFailed(f"{run}: {check.evidence}")
-        return _restore_order(check.atoms, atoms, order, run)
+        return RunCheck(check.status, check.atoms, check.evidence)
 
-
-def _restore_order(labelled: Atoms, original: Atoms, order: np.ndarray, run: Path) -> Atoms:
-    """The label on the structure asked for (its atom order and unwrapped positions), after
-    checking that the output is that structure."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    same = len(labelled) == len(original)
-    if same:
-        back = labelled[inverse]
-        same = back.get_chemical_symbols() == original.get_chemical_symbols()
-        shift = back.get_scaled_positions() - original.get_scaled_positions(wrap=False)
-        same = same and bool(np.abs(shift - np.round(shift)).max() < 1e-5)
-    if not same:
-        raise VaspRunFailed(
-            f"{run}: the output holds {labelled.get_chemical_formula()} at other positions than "
-            f"the structure asked for ({original.get_chemical_formula()}): stale files?"
+    def requirements(self) -> EngineRequirements:
+        """For ``lasp2 site check``: the VASP executable and the POTCAR set."""
+        profile = self.launch_profile()
+        return EngineRequirements(
+            "oracle vasp",
+            programs=profile_programs(profile, "vasp"),
+            variables=[
+                ("VASP_PP_PATH", "set launch.vasp.variables.VASP_PP_PATH in the site config")
+            ],
+            files=[
+                (
+                    f'"$VASP_PP_PATH"/{shlex.quote(self.settings.potentials)}',
+                    "oracle.parameters.potentials",
+                )
+            ],
+            environment=profile.shell_environment(),
         )
-    assert labelled.calc is not None
-    results = labelled.calc.results
-    restored = original.copy()
-    restored.calc = SinglePointCalculator(
-        restored,
-        energy=results["energy"],
-        free_energy=results.get("free_energy"),
-        forces=np.asarray(results["forces"])[inverse],
-        stress=results.get("stress"),
-    )
-    return restored
-
-
-def requirements(parameters: dict[str, Any]) -> EngineRequirements:
-    """For ``lasp2 site check``: the VASP executable and the POTCAR set."""
-    settings = from_mapping(VaspSettings, parameters, prefix="oracle.parameters.")
-    return EngineRequirements(
-        "oracle vasp",
-        programs=command_programs(settings.command, "oracle.parameters.command"),
-        variables=[
-            ("VASP_PP_PATH", "export it in the site's worker_init or oracle.parameters.environment")
-        ],
-        files=[
-            (f'"$VASP_PP_PATH"/{shlex.quote(settings.potentials)}', "oracle.parameters.potentials")
-        ],
-        environment=settings.environment,
-    )

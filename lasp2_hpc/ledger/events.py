@@ -48,11 +48,29 @@ class TaskSubmitted(Event):
 
 @dataclass
 class TaskFailed(Event):
+    """The task's own code or program failed: an attempt is spent (``final``: none left).
+    ``setup``: something only the operator can fix (a program not found); no attempt is spent,
+    the task is blocked until the site config or campaign is fixed."""
+
     kind: ClassVar[str] = "task_failed"
     task_id: str = ""
     error: str = ""
     final: bool = False  # no attempts left
     max_rollbacks: int = 5
+    job_id: str | None = None
+    setup: bool = False
+
+
+@dataclass
+class TaskLost(Event):
+    """The infrastructure lost the task (a killed worker or node, a cancelled or preempted job,
+    an executor that went down): it runs again, no attempt of its own spent, not before
+    ``retry_after`` (epoch seconds: a back-off)."""
+
+    kind: ClassVar[str] = "task_lost"
+    task_id: str = ""
+    error: str = ""
+    retry_after: float = 0.0
     job_id: str | None = None
 
 
@@ -150,6 +168,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WalkerAdded,
         TaskSubmitted,
         TaskFailed,
+        TaskLost,
         TaskTimedOut,
         TasksRerun,
         MemberTrained,

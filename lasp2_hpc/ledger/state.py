@@ -7,18 +7,18 @@ Records are plain dataclasses with JSON round trips; paths are relative to the c
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 2
-# Older versions this code reads (version 2 only added fields with defaults).
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+# Older versions this code reads (versions 2 and 3 only added fields with defaults).
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 
-TaskKind = Literal["train", "md", "label", "evaluate"]
-# timeout: stopped before its block's walltime, runs again; rerun: in a scheduler job array
-TaskStatus = Literal["pending", "submitted", "running", "timeout", "rerun", "done", "failed"]
+# timeout: stopped before its block's walltime, runs again; rerun: in a scheduler job array;
+# blocked: failed with a setup error (a program not found), waiting for the operator's fix
+TaskStatus = Literal[
+    "pending", "submitted", "running", "timeout", "rerun", "blocked", "done", "failed"
+]
 WalkerStatus = Literal["ready", "running", "waiting", "converged", "finished", "failed"]
 CandidateStatus = Literal["pending", "labelling", "labelled", "duplicate", "rejected"]
 CommitteeStatus = Literal["training", "ready", "failed"]
@@ -29,16 +29,10 @@ IN_FLIGHT_TASK_STATUSES = ("submitted", "running", "rerun")
 ACTIVE_WALKER_STATUSES = ("ready", "running", "waiting")
 
 
-def inputs_hash(inputs: dict[str, Any]) -> str:
-    """Identity of a task: its inputs only, so a changed queue or walltime never re-runs work."""
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 @dataclass
 class TaskRecord:
     id: str
-    kind: TaskKind
+    kind: str  # a key of lasp2_hpc.ledger.task_specs.SPEC_TYPES; inputs is that spec as a dict
     inputs_hash: str
     inputs: dict[str, Any]
     work_dir: str
@@ -46,6 +40,8 @@ class TaskRecord:
     attempts: int = 0  # submissions, including resubmissions after the head restarted
     failures: int = 0
     timeouts: int = 0  # stopped at the walltime margin; counted apart from failures
+    infrastructure_failures: int = 0  # lost with its worker, block or node; not its own failure
+    not_before: float = 0.0  # epoch second before which it is not resubmitted (back-off)
     created: float = 0.0
     updated: float = 0.0
     executor: str = ""
@@ -133,6 +129,8 @@ class CampaignState:
     # the control properties with the oracle, and its lattice constants: computed once
     reference_properties: dict[str, Any] | None = None
     reference_lattice_constants: dict[str, float] | None = None
+    # what the labels' energies are (oracle:kind, e.g. cp2k:free), fixed by the first label
+    energy_convention: str | None = None
 
     def latest_ready_committee(self) -> CommitteeRecord | None:
         ready = [c for c in self.committees if c.status == "ready"]
@@ -183,4 +181,5 @@ class CampaignState:
             head=HeadRecord(**head) if head else None,
             reference_properties=data.get("reference_properties"),
             reference_lattice_constants=data.get("reference_lattice_constants"),
+            energy_convention=data.get("energy_convention"),
         )

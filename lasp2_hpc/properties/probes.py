@@ -88,19 +88,43 @@ class CommitteeModels:
 
 
 class OracleModels:
-    """The reference method through the oracle interface: each structure is one label."""
+    """The reference method through the oracle interface: each structure is one label.
 
-    def __init__(self, oracle: Any, work_dir: Path) -> None:
+    Each structure's energy is kept in its own folder (by content hash) as it is computed, so a
+    task interrupted after 20 of its 30 single points does 10 when it runs again; ``journal`` is
+    told of every call (the campaign's oracle journal)."""
+
+    def __init__(
+        self,
+        oracle: Any,
+        work_dir: Path,
+        journal: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.oracle = oracle
         self.work_dir = work_dir
+        self.journal = journal
         self.count = 1
-        self._calls = 0
+        self.calls = 0  # computed here, not read back from an earlier run
 
     def energies(self, atoms: Atoms) -> np.ndarray:
-        self._calls += 1
-        directory = self.work_dir / f"structure-{self._calls:03d}"
-        directory.mkdir(parents=True, exist_ok=True)
-        return np.array([self.oracle.label(atoms, directory).get_potential_energy()])
+        import json
+
+        from lasp2_hpc.atomic import atomic_write_text
+        from lasp2_hpc.database.store import structure_hash
+
+        key = structure_hash(atoms)
+        directory = self.work_dir / f"structure-{key[:16]}"
+        stored = directory / "energy.json"
+        if stored.exists():
+            energy = float(json.loads(stored.read_text())["energy"])
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            energy = float(self.oracle.label(atoms, directory).get_potential_energy())
+            self.calls += 1
+            atomic_write_text(stored, json.dumps({"energy": energy, "hash": key}) + "\n")
+        if self.journal is not None:
+            self.journal(key, {"energy": energy})
+        return np.array([energy])
 
     def calculator(self, index: int) -> Calculator:
         make = getattr(self.oracle, "ase_calculator", None)

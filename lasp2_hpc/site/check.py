@@ -6,8 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lasp2_hpc.jobs.requirements import EngineReport, check_engine
 from lasp2_hpc.site.config import ExecutorSettings, SiteConfig, parsl_config, scheduler_provider
-from lasp2_hpc.site.engine_check import EngineReport, check_engine
 
 
 def rendered_submit_script(settings: ExecutorSettings, worker_command: str) -> str:
@@ -63,7 +63,7 @@ def describe_site(site: SiteConfig, path: Path) -> str:
 
 # Every engine with its defaults, checked when no campaign says which ones it uses.
 ALL_ENGINES: list[tuple[str, str, dict[str, Any]]] = [
-    ("trainer", "embedded", {}),
+    ("trainer", "hdnnp", {}),
     ("trainer", "n2p2", {}),
     ("md", "ase", {}),
     ("md", "lammps", {}),
@@ -77,19 +77,35 @@ ROLE_TASK_KIND = {"trainer": "train", "md": "md", "oracle": "label"}
 def check_engines(
     site: SiteConfig, engines: list[tuple[str, str, dict[str, Any]]]
 ) -> list[EngineReport]:
-    """Each engine looked up with the worker_init of the executor its tasks are routed to."""
+    """Each engine, with the site's launch profile for it, looked up with the worker_init of
+    the executor its tasks are routed to. Nothing of the engine runs (no user code)."""
     from lasp2_hpc.engines import registry
 
     reports = []
     for role, name, parameters in engines:
         executor = site.executor(ROLE_TASK_KIND[role])
         try:
-            needs = registry.requirements(role, name, parameters)
-        except (ImportError, ValueError) as error:
+            engine = registry.create(role, name, parameters, site.launch.get(name))  # type: ignore[arg-type]
+            needs = engine.requirements()
+        except (ImportError, ValueError, RuntimeError) as error:
             reports.append(EngineReport(f"{role} {name}", executor.label, error=str(error)))
             continue
-        reports.append(check_engine(needs, executor.label, executor.worker_init))
+        report = check_engine(needs, executor.label, executor.worker_init)
+        report.launch = _launch_lines(engine.launch)
+        reports.append(report)
     return reports
+
+
+def _launch_lines(profile: Any) -> list[str]:
+    """How the engine's programs will start: the resolved command lines of its launch profile."""
+    if profile is None:
+        return []
+    lines = [f"command: {profile.command_line()}"] if profile.command else []
+    lines += [f"{name}: {profile.command_line(name)}" for name in profile.programs]
+    environment = profile.shell_environment()
+    if environment:
+        lines += ["environment:", *(f"  {line}" for line in environment.splitlines())]
+    return lines
 
 
 def describe_engines(reports: list[EngineReport]) -> str:
@@ -97,4 +113,7 @@ def describe_engines(reports: list[EngineReport]) -> str:
         "== engines, looked up on this host after each executor's worker_init (compute nodes "
         "may differ: a module only there, another PATH)"
     ]
-    return "\n".join(lines + [report.describe() for report in reports])
+    for report in reports:
+        lines.append(report.describe())
+        lines += [f"      {line}" for line in report.launch]
+    return "\n".join(lines)

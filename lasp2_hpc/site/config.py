@@ -1,8 +1,10 @@
-"""Site configs: which executors exist on a machine and which task kinds go where.
+"""Site configs: which executors exist on a machine, which task kinds go where, and how each
+engine's program starts there (its launch profile).
 
 A site config is a YAML file in ``site_configs/`` (by name) or anywhere (by path). It describes the
-machine (executors, providers); the campaign describes the science. Changing a site config never
-changes a task's identity, so finished work is never re-run because a queue name changed.
+machine (executors, providers, launch profiles); the campaign describes the science. Changing a
+site config never changes a task's identity, so finished work is never re-run because a queue name
+or a module version changed, and a failed task rerun after a fix runs with the fixed profile.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lasp2_hpc.jobs.environment import deadline_export_line
+from lasp2_hpc.jobs.launch import LaunchProfile
+from lasp2_hpc.ledger.task_specs import TASK_KINDS
 from lasp2_hpc.schema import SettingsError, from_mapping, load_yaml_mapping
-from lasp2_hpc.site.job_environment import deadline_export_line
-
-TASK_KINDS = ("train", "md", "label", "evaluate")
 
 
 @dataclass
@@ -111,6 +113,8 @@ class SiteConfig:
     name: str
     executors: list[ExecutorSettings]
     routing: dict[str, str] = field(default_factory=dict)  # task kind -> executor label
+    # engine name -> how its program starts here (command, launcher, ranks, modules, variables)
+    launch: dict[str, LaunchProfile] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = [e.label for e in self.executors]
@@ -126,10 +130,23 @@ class SiteConfig:
         for kind, label in self.routing.items():
             if label not in labels:
                 raise ValueError(f"routing.{kind} names executor {label!r}; defined: {labels}")
+        from lasp2_hpc.engines import registry
+
+        known = {name for role in ("trainer", "md", "oracle") for name in registry.names(role)}
+        unknown_engines = sorted(set(self.launch) - known)
+        if unknown_engines:
+            raise ValueError(
+                f"launch names unknown engines {unknown_engines}; "
+                f"engines: {', '.join(sorted(known))}"
+            )
 
     def executor(self, kind: str) -> ExecutorSettings:
         label = self.routing[kind]
         return next(e for e in self.executors if e.label == label)
+
+    def launch_profiles(self) -> dict[str, dict[str, Any]]:
+        """Every engine's launch profile as the tasks get it (resolved at each submission)."""
+        return {name: profile.to_dict() for name, profile in self.launch.items()}
 
 
 def builtin_site_configs() -> Path:

@@ -12,10 +12,26 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from lasp2_hpc.engines.base import EngineRequirements
+from typing import Any
 
 LOOKUP_TIMEOUT_S = 60
+
+
+@dataclass
+class EngineRequirements:
+    """What an engine needs on the nodes that run it, for ``lasp2 site check`` to look for.
+
+    ``programs`` pairs each executable with the setting that names it; ``variables`` each
+    environment variable with the fix to give when it is unset; ``files`` each path with the
+    setting that names it. They are looked up after the site's worker_init and the engine's
+    launch-profile ``environment`` lines, as the job would run them.
+    """
+
+    engine: str
+    programs: list[tuple[str, str]] = field(default_factory=list)
+    variables: list[tuple[str, str]] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)
+    environment: str = ""
 
 
 @dataclass
@@ -25,6 +41,7 @@ class EngineReport:
     found: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     error: str = ""
+    launch: list[str] = field(default_factory=list)  # how its programs start (site check)
 
     @property
     def usable(self) -> bool:
@@ -110,6 +127,20 @@ def check_engine(requirements: EngineRequirements, executor: str, worker_init: s
                 name = requirements.programs[int(name)][0].split("|")[0]
             report.missing.append(f"{kind} {name} (fix: {fixes.get(key, '?')})")
     return report
+
+
+def profile_programs(
+    profile: Any, engine: str, programs: tuple[str, ...] = ()
+) -> list[tuple[str, str]]:
+    """The programs a launch profile starts, each with the site-config key that names it: the
+    launcher once, then the command (or each named program's command)."""
+    found: list[tuple[str, str]] = []
+    if profile.launcher.strip():
+        found += command_programs(profile.launcher, f"launch.{engine}.launcher")[:1]
+    commands = [(profile.programs.get(p, ""), f"launch.{engine}.programs.{p}") for p in programs]
+    for command, setting in commands or [(profile.command, f"launch.{engine}.command")]:
+        found += command_programs(command, setting) if command.strip() else []
+    return found
 
 
 def command_programs(command: str, setting: str) -> list[tuple[str, str]]:

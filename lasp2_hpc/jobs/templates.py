@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lasp2_hpc.site.job_environment import (
+from lasp2_hpc.jobs.environment import (
     WalltimeReached,
     alarm_paused,
     scheduler_job_id,
@@ -37,6 +37,8 @@ PLACEHOLDER = re.compile(r"\{\{\s*(>\s*[\w.-]+|\w+(?:\|\w+)?)\s*\}\}")
 DEFAULTS: dict[str, Any] = {"kill_after": 30, "environment": ""}
 # Exit status of `timeout` (and of the walltime guard): the task stopped at its walltime margin.
 TIMEOUT_EXIT_STATUS = 124
+# Exit status of bash (and of `timeout`) when a program of the script was not found
+COMMAND_NOT_FOUND = 127
 
 
 class TemplateError(ValueError):

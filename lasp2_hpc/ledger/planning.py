@@ -1,0 +1,327 @@
+"""What to run next: ``plan(state, policy)``, a pure function of the ledger's state.
+
+Planning is idempotent: whatever a multi-step action left half done when the head was killed (two
+of a committee's four members submitted, say) is planned again from the state alone, with the same
+task identities, so nothing is lost and nothing runs twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lasp2_hpc.ledger.state import (
+    ACTIVE_WALKER_STATUSES,
+    IN_FLIGHT_TASK_STATUSES,
+    CampaignState,
+    CandidateRecord,
+    CommitteeRecord,
+    TaskRecord,
+)
+from lasp2_hpc.ledger.task_specs import (
+    EvaluateSpec,
+    LabelSpec,
+    MdSegmentSpec,
+    TaskSpec,
+    TrainMemberSpec,
+    inputs_hash,
+    spec_of,
+)
+
+
+@dataclass
+class WalkerPolicy:
+    segment_steps: int
+    total_steps: int
+    temperature: float = 300.0  # K
+    timestep: float = 2.0  # fs
+    thermostat: dict[str, Any] = field(default_factory=dict)
+    check_interval: int = 10
+    seed: int = 0
+
+
+@dataclass
+class TrainingPolicy:
+    trainer: str = "hdnnp"
+    trainer_parameters: dict[str, Any] = field(default_factory=dict)
+    potential: dict[str, Any] = field(default_factory=dict)  # committee.hdnnp
+    database: str = "database/database.extxyz"
+
+
+@dataclass
+class MdPolicy:
+    trigger: float = 0.25  # eV/Å
+    upper: float | None = None
+    gamma_variant: str = "atom"
+    driver: int = 0
+    engine: str = "ase"
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OraclePolicy:
+    engine: str = "ase"
+    parameters: dict[str, Any] = field(default_factory=lambda: {"calculator": "emt"})
+
+
+@dataclass
+class Policy:
+    """What ``plan`` needs from campaign.yaml, in plain values."""
+
+    mode: str = "sequential"
+    member_seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    training: TrainingPolicy = field(default_factory=TrainingPolicy)
+    labels_per_retrain: int = 1
+    max_labels: int = 100
+    max_iterations: int = 50
+    max_attempts: int = 3
+    walkers: dict[str, WalkerPolicy] = field(default_factory=dict)
+    md: MdPolicy = field(default_factory=MdPolicy)
+    oracle: OraclePolicy = field(default_factory=OraclePolicy)
+    probes: list[dict[str, Any]] = field(default_factory=list)  # control properties
+
+
+@dataclass
+class PlannedTask:
+    """A task to submit: a new one from its spec, or one of the ledger's run again."""
+
+    id: str
+    spec: TaskSpec
+    work_dir: str
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+    def record(self) -> TaskRecord:
+        inputs = self.inputs
+        return TaskRecord(self.id, self.kind, inputs_hash(inputs), inputs, self.work_dir)
+
+    @classmethod
+    def new(cls, spec: TaskSpec) -> PlannedTask:
+        return cls(spec.task_id, spec, spec.work_dir)
+
+    @classmethod
+    def again(cls, task: TaskRecord) -> PlannedTask:
+        return cls(task.id, spec_of(task), task.work_dir)
+
+
+@dataclass
+class Plan:
+    tasks: list[PlannedTask] = field(default_factory=list)
+    finish_reason: str | None = None
+    # the campaign waits for the operator: a task failed with a setup error (why, and the fix)
+    blocked: str | None = None
+
+
+def in_flight(state: CampaignState) -> list[TaskRecord]:
+    return [t for t in state.tasks.values() if t.status in IN_FLIGHT_TASK_STATUSES]
+
+
+def plan(state: CampaignState, policy: Policy, now: float | None = None) -> Plan:
+    """Tasks to submit now, and whether the campaign is over (or waits for the operator)."""
+    result = Plan()
+    if state.finished:
+        return result
+    blocked = [t for t in state.tasks.values() if t.status == "blocked"]
+    if blocked:
+        result.blocked = f"task {blocked[0].id} cannot run: {blocked[0].error}"
+        return result
+    flying = in_flight(state)
+    retry = [t for t in state.tasks.values() if t.status in ("pending", "timeout")]
+    for task in retry:
+        waited = now is None or task.not_before <= now
+        if task.failures < policy.max_attempts and waited:
+            result.tasks.append(PlannedTask.again(task))
+    busy_kinds = {t.kind for t in flying} | {t.kind for t in retry}
+    sequential = policy.mode == "sequential"
+    latest = state.latest_ready_committee()
+    training = state.training_committee()
+
+    result.tasks += _evaluation_tasks(state, policy)
+    if not state.committees:
+        result.tasks += _training_tasks(state, policy, version=0)
+        return result
+    if training is not None:
+        result.tasks += _missing_members(state, policy, training)
+
+    labelled_or_labelling = len(state.labels()) + sum(
+        c.status == "labelling" for c in state.candidates
+    )
+    pending = [c for c in state.candidates if c.status == "pending"]
+    md_busy = MdSegmentSpec.kind in busy_kinds
+    label_busy = LabelSpec.kind in busy_kinds
+
+    # Labels: in sequential mode only once every walker has stopped.
+    if not (sequential and (md_busy or training is not None)):
+        for candidate in pending:
+            if labelled_or_labelling >= policy.max_labels:
+                break
+            result.tasks.append(_label_task(candidate, policy))
+            labelled_or_labelling += 1
+            label_busy = True
+
+    new_labels = len(state.database) - (latest.training_set_size if latest else 0)
+    budget_left = labelled_or_labelling < policy.max_labels
+    labellable_pending = bool(pending) and budget_left
+    runnable = [w for w in state.walkers.values() if w.status == "ready"]
+    latest_version = latest.version if latest else -1
+
+    # Training: when enough labels arrived, or when nothing else can move.
+    if training is None and new_labels > 0 and latest_version < policy.max_iterations:
+        stalled = not md_busy and not label_busy and not runnable and not labellable_pending
+        if sequential:
+            ready_to_train = not md_busy and not label_busy and not labellable_pending
+        else:
+            ready_to_train = new_labels >= policy.labels_per_retrain or stalled
+        if ready_to_train:
+            result.tasks += _training_tasks(state, policy, version=latest_version + 1)
+            training = CommitteeRecord(latest_version + 1, "training", len(state.database))
+
+    # MD segments with the newest ready committee.
+    blocked_by_order = sequential and (training is not None or label_busy or labellable_pending)
+    budget_spent = not budget_left and new_labels == 0
+    iterations_spent = latest_version >= policy.max_iterations and training is None
+    if latest is not None and not blocked_by_order and not budget_spent and not iterations_spent:
+        for walker in runnable:
+            if walker.name in policy.walkers:
+                result.tasks.append(_md_task(state, walker.name, latest.version, policy))
+
+    if not result.tasks and not flying and not retry:
+        result.finish_reason = _finish_reason(state, policy, budget_spent, iterations_spent)
+    return result
+
+
+def _finish_reason(
+    state: CampaignState, policy: Policy, budget_spent: bool, iterations_spent: bool
+) -> str:
+    if budget_spent:
+        return f"label budget of {policy.max_labels} reached"
+    if iterations_spent:
+        return f"maximum of {policy.max_iterations} iterations reached"
+    statuses = {w.name: w.status for w in state.walkers.values()}
+    if all(s not in ACTIVE_WALKER_STATUSES for s in statuses.values()):
+        summary = ", ".join(f"{name} {status}" for name, status in sorted(statuses.items()))
+        return f"every walker is done ({summary})"
+    return "nothing left to run: " + ", ".join(f"{n} {s}" for n, s in sorted(statuses.items()))
+
+
+def _member_spec(
+    state: CampaignState, policy: Policy, version: int, member: int, size: int
+) -> TrainMemberSpec:
+    hashes = [e.hash for e in state.database[:size]]
+    return TrainMemberSpec(
+        version=version,
+        member=member,
+        seed=policy.member_seeds[member],
+        committee_size=len(policy.member_seeds),
+        training_set_size=size,
+        training_set_digest=inputs_hash({"hashes": hashes}),
+        output=f"committees/v{version:03d}/member-{member:02d}",
+        trainer=policy.training.trainer,
+        trainer_parameters=policy.training.trainer_parameters,
+        potential=policy.training.potential,
+        database=policy.training.database,
+    )
+
+
+def _training_tasks(state: CampaignState, policy: Policy, version: int) -> list[PlannedTask]:
+    size = len(state.database)
+    return [
+        PlannedTask.new(_member_spec(state, policy, version, member, size))
+        for member in range(len(policy.member_seeds))
+    ]
+
+
+def _missing_members(
+    state: CampaignState, policy: Policy, committee: CommitteeRecord
+) -> list[PlannedTask]:
+    """Members of a committee in training that were never submitted (the head was killed
+    between the members' submissions): the same specs as the first ones'."""
+    submitted = {m.index for m in committee.members}
+    if not committee.members:
+        return []
+    first = spec_of(state.tasks[committee.members[0].task_id])
+    assert isinstance(first, TrainMemberSpec)
+    return [
+        PlannedTask.new(
+            _member_spec(state, policy, committee.version, member, first.training_set_size)
+        )
+        for member in range(first.committee_size)
+        if member not in submitted and member < len(policy.member_seeds)
+    ]
+
+
+def _evaluation_tasks(state: CampaignState, policy: Policy) -> list[PlannedTask]:
+    """The oracle's reference values once, then the properties of every ready committee."""
+    if not policy.probes:
+        return []
+    evaluated: set[int | None] = set()
+    for task in state.tasks.values():
+        spec = spec_of(task) if task.kind == EvaluateSpec.kind else None
+        if isinstance(spec, EvaluateSpec):
+            evaluated.add(spec.committee_version)
+    if None not in evaluated:
+        reference = EvaluateSpec(
+            target="reference",
+            probes=policy.probes,
+            oracle=policy.oracle.engine,
+            oracle_parameters=policy.oracle.parameters,
+        )
+        return [PlannedTask.new(reference)]
+    if state.reference_lattice_constants is None:
+        return []  # committees are measured at the reference's lattice constants
+    return [
+        PlannedTask.new(
+            EvaluateSpec(
+                target="committee",
+                probes=policy.probes,
+                committee_version=committee.version,
+                committee=f"committees/v{committee.version:03d}",
+                lattice_constants=state.reference_lattice_constants,
+            )
+        )
+        for committee in state.committees
+        if committee.status == "ready" and committee.version not in evaluated
+    ]
+
+
+def _md_task(state: CampaignState, name: str, version: int, policy: Policy) -> PlannedTask:
+    walker = state.walkers[name]
+    settings = policy.walkers[name]
+    steps = min(settings.segment_steps, max(settings.total_steps - walker.steps_done, 0))
+    spec = MdSegmentSpec(
+        walker=name,
+        segment=walker.segments,
+        first_step=walker.steps_done,
+        steps=steps,
+        checkpoint=walker.checkpoint,
+        committee_version=version,
+        committee=f"committees/v{version:03d}",
+        temperature=settings.temperature,
+        timestep=settings.timestep,
+        thermostat=settings.thermostat,
+        check_interval=settings.check_interval,
+        seed=settings.seed,
+        trigger=policy.md.trigger,
+        upper=policy.md.upper,
+        gamma_variant=policy.md.gamma_variant,
+        driver=policy.md.driver,
+        md_engine=policy.md.engine,
+        md_parameters=policy.md.parameters,
+    )
+    return PlannedTask.new(spec)
+
+
+def _label_task(candidate: CandidateRecord, policy: Policy) -> PlannedTask:
+    spec = LabelSpec(
+        candidate=candidate.id,
+        structure=candidate.structure,
+        oracle=policy.oracle.engine,
+        oracle_parameters=policy.oracle.parameters,
+    )
+    return PlannedTask.new(spec)
