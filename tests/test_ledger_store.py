@@ -1,14 +1,17 @@
-"""``ledger.json`` on disk: round trips, the last good copy, the journal, damage, the lock."""
+"""The ledger on disk: the journal is the write-ahead log, ledger.json a snapshot of it.
+
+Round trips, snapshots and their previous copy, replay of the journal's tail, damage (a snapshot
+truncated, both snapshots lost, a journal line cut by a crash, a line missing in the middle), a
+full disk, and ledgers written by earlier versions.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
 import os
-import threading
 from pathlib import Path
 
-import filelock
 import pytest
 
 from lasp2_hpc.cli.main import main
@@ -20,8 +23,10 @@ from lasp2_hpc.ledger.store import (
     PREVIOUS_FILE,
     Ledger,
     LedgerError,
+    LedgerWriteError,
     append_journal,
     read_journal,
+    read_ledger,
     read_ledger_file,
 )
 
@@ -42,6 +47,10 @@ def started_event() -> CampaignStarted:
     )
 
 
+def added(name: str, time: float = 1001.0) -> WalkerAdded:
+    return WalkerAdded(time=time, walker=WalkerRecord(name, f"walkers/{name}.traj"))
+
+
 def truncate_in_half(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -49,7 +58,6 @@ def truncate_in_half(path: Path) -> None:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    """A ledger with two writes behind it: created empty, then the campaign started."""
     ledger = Ledger(tmp_path)
     ledger.create()
     ledger.record(started_event())
@@ -61,105 +69,116 @@ def test_record_and_load_round_trip(tmp_path: Path) -> None:
     assert not ledger.exists()
     ledger.create()
     assert ledger.exists()
-    state = ledger.record(started_event())
-    state = ledger.record(
-        WalkerAdded(time=1001.0, walker=WalkerRecord("bulk", "walkers/bulk.traj"))
-    )
-
+    ledger.record(started_event())
+    state = ledger.record(added("bulk"))
     assert set(state.walkers) == {"au100", "au111", "bulk"}
     assert state.walkers["au111"] == WalkerRecord(
         "au111", "walkers/au111/start.traj", steps_done=40, last_gamma=0.12
     )
     assert state.database == started_event().database
-
-    reloaded = Ledger(tmp_path).load()
-    assert reloaded == state
-    assert read_ledger_file(tmp_path / LEDGER_FILE) == state
-    assert json.loads((tmp_path / LEDGER_FILE).read_text())["schema_version"] == SCHEMA_VERSION
-
-    lines = (tmp_path / JOURNAL_FILE).read_text().splitlines()
-    assert len(lines) == 2
-    records = [json.loads(line) for line in lines]
-    assert [r["kind"] for r in records] == ["campaign_started", "walker_added"]
-    assert records[0]["walkers"][0]["name"] == "au100"
+    # the events are in the journal, numbered; the snapshot may lag behind
+    records = read_journal(tmp_path / JOURNAL_FILE)
+    assert [(r["kind"], r["sequence"]) for r in records] == [
+        ("campaign_started", 1),
+        ("walker_added", 2),
+    ]
     assert records[1]["walker"]["name"] == "bulk"
-    assert read_journal(tmp_path / JOURNAL_FILE) == records
+    assert Ledger(tmp_path).load() == state
+    assert read_ledger_file(tmp_path / LEDGER_FILE) == state
+    snapshot = json.loads((tmp_path / LEDGER_FILE).read_text())
+    assert snapshot["schema_version"] == SCHEMA_VERSION
 
 
-def test_create_refuses_an_existing_ledger(ledger: Ledger) -> None:
-    before = ledger.path.read_bytes()
-    with pytest.raises(LedgerError, match="exists already"):
-        Ledger(ledger.directory).create()
-    assert ledger.path.read_bytes() == before
+def test_snapshots_every_k_events_and_the_tail_is_replayed(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path, snapshot_events=3)
+    ledger.create()
+    ledger.record(started_event())
+    for index in range(6):
+        ledger.record(added(f"w{index}"))
+    snapshot = json.loads(ledger.path.read_text())
+    assert snapshot["sequence"] == 6  # written after events 3 and 6; event 7 is in the journal
+    assert snapshot["journal_offset"] < ledger.journal_path.stat().st_size
+    state, sequence, _ = read_ledger(tmp_path)
+    assert sequence == 7 and state == ledger.state and "w5" in state.walkers
+    previous = json.loads(ledger.previous_path.read_text())
+    assert previous["sequence"] == 3
+    ledger.close()  # a clean stop: a snapshot of everything
+    assert json.loads(ledger.path.read_text())["sequence"] == 7
 
 
-def test_previous_copy_holds_the_state_before_the_last_write(ledger: Ledger) -> None:
-    # create() wrote the empty state, record(CampaignStarted) the started one.
-    assert read_ledger_file(ledger.previous_path) == CampaignState()
-    started = read_ledger_file(ledger.path)
-    assert set(started.walkers) == {"au100", "au111"}
-
-    finished = ledger.record(CampaignFinished(time=2000.0, reason="max_labels"))
-    assert read_ledger_file(ledger.previous_path) == started
-    assert read_ledger_file(ledger.path) == finished
-    assert finished.finished and finished.finish_reason == "max_labels"
-
-
-def test_truncated_ledger_is_reported_and_left_untouched(ledger: Ledger) -> None:
-    ledger.record(CampaignFinished(time=2000.0, reason="done"))
-    last_good = read_ledger_file(ledger.previous_path)
+def test_a_damaged_snapshot_is_rebuilt_from_the_previous_one_and_the_journal(
+    tmp_path: Path, caplog
+) -> None:
+    ledger = Ledger(tmp_path, snapshot_events=2)
+    ledger.create()
+    ledger.record(started_event())
+    for index in range(4):
+        ledger.record(added(f"w{index}"))
+    expected = ledger.state
     truncate_in_half(ledger.path)
     damaged = ledger.path.read_bytes()
-    previous = ledger.previous_path.read_bytes()
-
-    with pytest.raises(LedgerError) as from_file:
-        read_ledger_file(ledger.path)
-    fresh = Ledger(ledger.directory)
-    with pytest.raises(LedgerError) as from_load:
-        fresh.load()
-    for error in (from_file, from_load):
-        message = str(error.value)
-        assert str(ledger.path) in message
-        assert str(ledger.previous_path) in message
-        assert "damaged" in message
-
+    assert read_ledger_file(ledger.path) == expected  # status reads through, writes nothing
     assert ledger.path.read_bytes() == damaged
-    assert ledger.previous_path.read_bytes() == previous
+    assert "damaged" in caplog.text
+    resumed = Ledger(tmp_path)
+    assert resumed.load() == expected
+    kept = list(tmp_path.glob(f"{LEDGER_FILE}.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damaged
+    assert resumed.record(CampaignFinished(time=3.0, reason="after the repair")).finished
+    # both snapshots lost: the journal, from the campaign's first event, is the ledger
+    ledger.path.unlink()
+    ledger.previous_path.write_text("{")
+    assert read_ledger_file(ledger.path).finish_reason == "after the repair"
 
-    # Whether or not a write after the failed load is refused, the last good copy must survive.
-    with contextlib.suppress(Exception):
-        fresh.record(CampaignFinished(time=3000.0, reason="after a failed load"))
-    assert ledger.previous_path.read_bytes() == previous
-    assert read_ledger_file(ledger.previous_path) == last_good
+
+def test_a_journal_line_cut_by_a_crash_was_never_recorded(ledger: Ledger) -> None:
+    ledger.record(added("bulk"))
+    with ledger.journal_path.open("a") as handle:
+        handle.write('{"kind": "campaign_finished", "reas')  # the head died mid-write
+    resumed = Ledger(ledger.directory)
+    state = resumed.load()
+    assert not state.finished and "bulk" in state.walkers
+    resumed.record(CampaignFinished(time=2.0, reason="done"))  # starts on a line of its own
+    assert read_ledger_file(ledger.path).finish_reason == "done"
+    kinds = [r["kind"] for r in read_journal(ledger.journal_path)]
+    assert kinds[-1] == "campaign_finished"
 
 
-def test_wrong_schema_version_is_a_ledger_error(ledger: Ledger) -> None:
-    data = json.loads(ledger.path.read_text())
-    data["schema_version"] = 99
-    ledger.path.write_text(json.dumps(data))
+def test_a_missing_event_in_the_middle_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path, snapshot_events=1000)
+    ledger.create()
+    for event in (started_event(), added("a"), added("b"), added("c")):
+        ledger.record(event)
+    lines = ledger.journal_path.read_text().splitlines(keepends=True)
+    ledger.journal_path.write_text("".join(lines[:2] + lines[3:]))  # event 3 deleted by hand
+    with pytest.raises(LedgerError, match="event 3 is missing"):
+        read_ledger(tmp_path)
+
+
+def test_wrong_schema_version_is_a_ledger_error(tmp_path: Path) -> None:
+    (tmp_path / LEDGER_FILE).write_text(json.dumps({"schema_version": 99, "sequence": 0}))
     with pytest.raises(LedgerError, match="version") as error:
-        Ledger(ledger.directory).load()
-    assert "99" in str(error.value)
-    assert f"reads versions 1, 2, {SCHEMA_VERSION}" in str(error.value)
-    assert str(ledger.previous_path) in str(error.value)
+        Ledger(tmp_path).load()
+    assert "99" in str(error.value) and "1, 2, 3, 4" in str(error.value)
+    assert "Nothing was changed" in str(error.value)
 
 
-def test_a_version_1_ledger_is_read_and_written_as_the_current_version(ledger: Ledger) -> None:
-    """Version 2 only added fields with defaults (task timeouts, the head's heartbeat)."""
-    data = json.loads(ledger.path.read_text())
-    data["schema_version"] = 1
-    data.pop("head", None)
-    for task in data["tasks"].values():
-        task.pop("timeouts", None)
-    ledger.path.write_text(json.dumps(data))
-    state = Ledger(ledger.directory).load()
-    assert state.schema_version == SCHEMA_VERSION
-    assert state.head is None
-
-
-def test_missing_ledger_is_a_ledger_error(tmp_path: Path) -> None:
-    with pytest.raises(LedgerError, match="does not exist"):
-        read_ledger_file(tmp_path / LEDGER_FILE)
+def test_ledgers_of_earlier_versions_are_read_and_continued(tmp_path: Path) -> None:
+    """Version 2: the whole state in ledger.json, every event and oracle call in the journal
+    without a sequence number. Read as it is; new events continue the journal."""
+    old = CampaignState(walkers={"a": WalkerRecord("a", "a.traj")}).to_dict()
+    old["schema_version"] = 2
+    for key in ("evaluated", "energy_convention"):
+        old.pop(key)
+    (tmp_path / LEDGER_FILE).write_text(json.dumps(old))
+    append_journal(tmp_path / JOURNAL_FILE, {"kind": "walker_added", "time": 1.0})
+    append_journal(tmp_path / JOURNAL_FILE, {"kind": "oracle_call", "task_id": "label-x"})
+    ledger = Ledger(tmp_path)
+    state = ledger.load()
+    assert set(state.walkers) == {"a"} and state.schema_version == SCHEMA_VERSION
+    assert json.loads((tmp_path / LEDGER_FILE).read_text())["sequence"] == 0
+    ledger.record(added("b"))
+    assert set(Ledger(tmp_path).load().walkers) == {"a", "b"}
 
 
 @pytest.mark.parametrize(
@@ -167,82 +186,52 @@ def test_missing_ledger_is_a_ledger_error(tmp_path: Path) -> None:
 )
 def test_valid_json_that_is_no_ledger_is_a_ledger_error(tmp_path: Path, text: str) -> None:
     (tmp_path / LEDGER_FILE).write_text(text)
-    with pytest.raises(LedgerError, match=PREVIOUS_FILE):
+    with pytest.raises(LedgerError, match="restore"):
         read_ledger_file(tmp_path / LEDGER_FILE)
 
 
-def test_status_exits_4_on_a_truncated_ledger(ledger: Ledger, capsys) -> None:
+def test_a_full_disk_stops_the_writer_and_loses_nothing(ledger: Ledger, monkeypatch) -> None:
+    ledger.record(added("before"))
+    on_disk = ledger.journal_path.read_bytes()
+    import lasp2_hpc.ledger.store as store
+
+    def no_space(descriptor: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "write", no_space)
+    with pytest.raises(LedgerWriteError, match="disk is full") as error:
+        ledger.record(added("lost"))
+    assert "MiB free" in str(error.value) and "lasp2 run" in str(error.value)
+    monkeypatch.undo()
+    with pytest.raises(LedgerError):  # the head stops: its memory is ahead of the disk
+        ledger.record(added("after"))
+    assert ledger.journal_path.read_bytes() == on_disk
+    assert set(Ledger(ledger.directory).load().walkers) == {"au100", "au111", "before"}
+
+
+def test_status_of_a_campaign_that_has_not_started(tmp_path: Path, capsys) -> None:
+    (tmp_path / "campaign.yaml").write_text("elements: [Au]\n")
+    assert main(["status", str(tmp_path)]) == 0
+    assert "has not started" in capsys.readouterr().out
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
+
+
+def test_status_exits_4_when_nothing_can_rebuild_the_ledger(ledger: Ledger, capsys) -> None:
     truncate_in_half(ledger.path)
+    ledger.previous_path.write_text("{")
+    ledger.journal_path.write_text("")
     assert main(["status", str(ledger.directory)]) == EXIT_LEDGER
     captured = capsys.readouterr()
-    assert "lasp2: error:" in captured.err
-    assert LEDGER_FILE in captured.err
-    assert PREVIOUS_FILE in captured.err
-    assert "au100" not in captured.out
-
-
-def test_status_exits_4_without_a_ledger(tmp_path: Path, capsys) -> None:
-    assert main(["status", str(tmp_path)]) == EXIT_LEDGER
-    assert "does not exist" in capsys.readouterr().err
+    assert "lasp2: error:" in captured.err and LEDGER_FILE in captured.err
+    assert PREVIOUS_FILE in captured.err and "au100" not in captured.out
 
 
 def test_status_prints_the_walkers_of_a_good_ledger(ledger: Ledger, capsys) -> None:
     assert main(["status", str(ledger.directory)]) == 0
     captured = capsys.readouterr()
-    assert "au100" in captured.out
-    assert "au111" in captured.out
+    assert "au100" in captured.out and "au111" in captured.out
     assert "database: 2 structures" in captured.out
     assert "lasp2: error" not in captured.err
-
-
-def crash_renames(monkeypatch: pytest.MonkeyPatch, directory: Path, names: set[str]) -> None:
-    """Make ``os.replace`` in lasp2_hpc.atomic fail for these files of ``directory``."""
-    import lasp2_hpc.atomic
-
-    real_replace = os.replace
-
-    def crashing_replace(source, target, *args, **kwargs):
-        target = Path(target)
-        if target.parent == directory and (not names or target.name in names):
-            raise OSError("simulated crash during rename")
-        return real_replace(source, target, *args, **kwargs)
-
-    monkeypatch.setattr(lasp2_hpc.atomic.os, "replace", crashing_replace)
-
-
-@pytest.mark.parametrize("failing", ["every rename", LEDGER_FILE])
-def test_crash_during_write_keeps_the_old_ledger(
-    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, failing: str
-) -> None:
-    old_state = read_ledger_file(ledger.path)
-    old_bytes = ledger.path.read_bytes()
-    crash_renames(monkeypatch, ledger.directory, set() if failing == "every rename" else {failing})
-    with pytest.raises(OSError, match="simulated crash"):
-        ledger.record(CampaignFinished(time=2000.0, reason="never written"))
-    monkeypatch.undo()
-
-    assert ledger.path.read_bytes() == old_bytes
-    assert read_ledger_file(ledger.path) == old_state
-    assert ledger.state == old_state  # the in-memory state did not move on either
-    leftovers = sorted(p.name for p in ledger.directory.iterdir() if p.name.startswith("."))
-    assert leftovers == []
-
-    # The campaign goes on from the old state.
-    resumed = Ledger(ledger.directory)
-    assert resumed.load() == old_state
-    assert resumed.record(CampaignFinished(time=2001.0, reason="after the crash")).finished
-
-
-def test_failed_previous_copy_does_not_leave_a_stale_previous(
-    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    before = read_ledger_file(ledger.path)
-    crash_renames(monkeypatch, ledger.directory, {PREVIOUS_FILE})
-    with contextlib.suppress(OSError):
-        ledger.record(CampaignFinished(time=2000.0, reason="previous copy failed"))
-    monkeypatch.undo()
-    if read_ledger_file(ledger.path) != before:  # the write went through ...
-        assert read_ledger_file(ledger.previous_path) == before  # ... so keep what it replaced
 
 
 def test_read_journal_skips_a_final_partial_line(tmp_path: Path, caplog) -> None:
@@ -252,51 +241,8 @@ def test_read_journal_skips_a_final_partial_line(tmp_path: Path, caplog) -> None
     append_journal(journal, {"kind": "task_submitted", "time": 2.0})
     with journal.open("a") as handle:
         handle.write('{"kind": "task_fail')  # a crash mid-write
-    records = read_journal(journal)
-    assert [r["kind"] for r in records] == ["campaign_started", "task_submitted"]
-    assert "incomplete journal line" in caplog.text
-
-
-def test_record_appended_after_a_partial_line_is_kept(tmp_path: Path) -> None:
-    journal = tmp_path / JOURNAL_FILE
-    append_journal(journal, {"kind": "campaign_started", "time": 1.0})
-    with journal.open("a") as handle:
-        handle.write('{"kind": "task_fail')
-    append_journal(journal, {"kind": "task_submitted", "time": 2.0})
     assert [r["kind"] for r in read_journal(journal)] == ["campaign_started", "task_submitted"]
-
-
-def test_ledger_lock_is_a_real_file_lock(ledger: Ledger) -> None:
-    first, second = Ledger(ledger.directory), Ledger(ledger.directory)
-    assert isinstance(first.lock, filelock.FileLock)
-    assert first.lock.lock_file == second.lock.lock_file
-    assert first.lock is not second.lock
-    second.load()
-    ledger_bytes = ledger.path.read_bytes()
-    journal_bytes = ledger.journal_path.read_bytes()
-
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with first.lock:
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert held.wait(5)
-        with pytest.raises(filelock.Timeout):
-            second.lock.acquire(timeout=0.1)
-        # Writers go through the same lock: a record waits for it and writes nothing meanwhile.
-        second.lock.timeout = 0.1
-        with pytest.raises(filelock.Timeout):
-            second.record(CampaignFinished(time=2000.0, reason="blocked"))
-        assert ledger.path.read_bytes() == ledger_bytes
-        assert ledger.journal_path.read_bytes() == journal_bytes
-    finally:
-        release.set()
-        thread.join()
-
-    second.lock.acquire(timeout=0.1)  # free again once the holder let go
-    second.lock.release()
+    assert "incomplete journal line" in caplog.text
+    append_journal(journal, {"kind": "task_submitted", "time": 3.0})
+    assert len(read_journal(journal)) == 3
+    assert oct(os.stat(journal).st_mode & 0o777) == "0o600"

@@ -45,6 +45,7 @@ from lasp2_hpc.ledger.task_specs import EvaluateSpec, LabelSpec, MdSegmentSpec, 
 
 LOGGER = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
+SPEC_FILE = "spec.json"  # the task's spec, written by the head when it is first submitted
 TRAINING_SET_FILE = "training_set.json"
 
 

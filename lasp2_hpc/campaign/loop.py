@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from lasp2_hpc.apps.tasks import TRAINING_SET_FILE
+from lasp2_hpc.apps.tasks import SPEC_FILE, TRAINING_SET_FILE
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.campaign.head import Head, Interrupted
 from lasp2_hpc.campaign.ingestion import Ingestion
@@ -105,9 +105,22 @@ class Runner:
                 raise
             finally:
                 self.session.stop()
-                if self.ledger.ready:
-                    self.head.beat(stopped=stop_reason)
+                self._close_ledger(stop_reason)
                 self.head.remove_run_info()
+
+    def _close_ledger(self, stop_reason: str) -> None:
+        """The head's last heartbeat and a snapshot; not when the ledger could not be written
+        (a full disk): what is on disk is consistent, and the next start resumes from it."""
+        from lasp2_hpc.ledger.store import LedgerError, LedgerWriteError
+
+        if not self.ledger.ready:
+            return
+        try:
+            self.head.beat(stopped=stop_reason)
+            self.ledger.close()
+        except (LedgerError, LedgerWriteError) as error:
+            LOGGER.warning("the ledger was not closed: %s", error)
+            self.ledger.close_journal()
 
     def _prepare_ledger(self) -> None:
         if not self.ledger.exists():
@@ -194,6 +207,9 @@ class Runner:
     def _submit(self, task: PlannedTask) -> None:
         work_dir = self.layout.root / task.work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
+        spec_file = work_dir / SPEC_FILE
+        if not spec_file.exists():  # what the task computes, for people and for `lasp2 report`
+            atomic_write_text(spec_file, json.dumps(task.inputs, indent=1, sort_keys=True) + "\n")
         if isinstance(task.spec, TrainMemberSpec):
             size = task.spec.training_set_size
             hashes = [e.hash for e in self.ledger.state.database[:size]]

@@ -230,6 +230,7 @@ class Rerun:
         try:
             yield
         finally:
+            self.ledger.close()
             self.head.remove_run_info()
 
     # -- submission ----------------------------------------------------------------------

@@ -267,9 +267,12 @@ def format_status(state: CampaignState) -> str:
     counts: dict[tuple[str, str], int] = {}
     for task in state.tasks.values():
         counts[(task.kind, task.status)] = counts.get((task.kind, task.status), 0) + 1
+    lost = sum(task.infrastructure_failures for task in state.tasks.values())
     lines += ["", "tasks:"]
     for (kind, status), count in sorted(counts.items()):
-        lines.append(f"  {kind:<6s} {status:<10s} {count}")
+        lines.append(f"  {kind:<8s} {status:<10s} {count}")
+    if lost:
+        lines.append(f"  lost by the infrastructure and run again: {lost} times (no attempt spent)")
     candidates: dict[str, int] = {}
     for candidate in state.candidates:
         candidates[candidate.status] = candidates.get(candidate.status, 0) + 1
@@ -311,9 +314,20 @@ def format_properties(state: CampaignState) -> list[str]:
 
 
 def run_status(arguments: argparse.Namespace) -> int:
-    # Reads the file without the lock: every ledger write is an atomic rename.
+    from lasp2_hpc.ledger.store import Ledger
+
+    directory = Path(arguments.directory)
+    if not Ledger(directory).exists():
+        if not (directory / "campaign.yaml").exists():
+            print(
+                f"lasp2: error: {directory} is not a campaign (no campaign.yaml)", file=sys.stderr
+            )
+            return 2
+        print(f"campaign {directory} has not started yet: `lasp2 run {directory}` starts it")
+        return 0
+    # Reads the snapshot and the journal's tail without a lock: every write is atomic.
     try:
-        state = read_ledger_file(Path(arguments.directory) / LEDGER_FILE)
+        state = read_ledger_file(directory / LEDGER_FILE)
     except LedgerError as error:
         print(f"lasp2: error: {error}", file=sys.stderr)
         return EXIT_LEDGER

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from lasp2_hpc.ledger.state import DatabaseEntry, TaskRecord, WalkerRecord
+from lasp2_hpc.ledger.state import DatabaseEntry, HeadRecord, TaskRecord, WalkerRecord
 
 SegmentOutcome = Literal["triggered", "completed", "exploded"]
 
@@ -161,6 +161,14 @@ class CampaignFinished(Event):
     reason: str = ""
 
 
+@dataclass
+class HeadUpdated(Event):
+    """The head's heartbeat, start and stop: who runs the campaign, and its last sign of life."""
+
+    kind: ClassVar[str] = "head"
+    head: HeadRecord = field(default_factory=lambda: HeadRecord(0, "", 0.0, 0.0, 0.0))
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -177,5 +185,34 @@ EVENT_TYPES: dict[str, type[Event]] = {
         LabelRejected,
         PropertiesEvaluated,
         CampaignFinished,
+        HeadUpdated,
     )
 }
+
+# Fields that hold records, and the record type to read them back into
+_RECORD_FIELDS: dict[str, Any] = {
+    "task": TaskRecord,
+    "walker": WalkerRecord,
+    "entry": DatabaseEntry,
+    "head": HeadRecord,
+}
+_RECORD_LIST_FIELDS: dict[str, Any] = {"walkers": WalkerRecord, "database": DatabaseEntry}
+
+
+def event_from_dict(record: dict[str, Any]) -> Event:
+    """An event as the journal holds it (``to_dict`` plus its sequence number), read back."""
+    try:
+        cls = EVENT_TYPES[record["kind"]]
+    except KeyError:
+        raise ValueError(f"journal line of unknown kind {record.get('kind')!r}") from None
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for name, value in record.items():
+        if name not in names:
+            continue  # kind, sequence, and fields of later versions
+        if name in _RECORD_FIELDS and isinstance(value, dict):
+            value = _RECORD_FIELDS[name](**value)
+        elif name in _RECORD_LIST_FIELDS and isinstance(value, list):
+            value = [_RECORD_LIST_FIELDS[name](**item) for item in value]
+        values[name] = value
+    return cls(**values)

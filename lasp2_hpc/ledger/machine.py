@@ -27,6 +27,7 @@ from lasp2_hpc.ledger.events import (
     CampaignFinished,
     CampaignStarted,
     Event,
+    HeadUpdated,
     LabelFinished,
     LabelRejected,
     MemberTrained,
@@ -73,14 +74,16 @@ def apply_in_place(state: CampaignState, event: Event) -> None:
 def _campaign_started(state: CampaignState, event: CampaignStarted) -> None:
     if state.walkers or state.committees or state.tasks:
         raise TransitionError("campaign already started")
-    state.walkers = {w.name: copy.deepcopy(w) for w in event.walkers}
-    state.database = copy.deepcopy(event.database)
+    for walker in event.walkers:
+        state.add_walker(copy.deepcopy(walker))
+    for entry in event.database:
+        state.add_database_entry(copy.deepcopy(entry))
 
 
 def _walker_added(state: CampaignState, event: WalkerAdded) -> None:
     if event.walker.name in state.walkers:
         raise TransitionError(f"walker {event.walker.name!r} exists")
-    state.walkers[event.walker.name] = copy.deepcopy(event.walker)
+    state.add_walker(copy.deepcopy(event.walker))
 
 
 def _task(state: CampaignState, task_id: str) -> TaskRecord:
@@ -99,7 +102,7 @@ def _task_submitted(state: CampaignState, event: TaskSubmitted) -> None:
     if task is None:
         task = copy.deepcopy(incoming)
         task.created = event.time
-        state.tasks[task.id] = task
+        state.add_task(task)
     task.status = "submitted"
     task.attempts += 1
     task.updated = event.time
@@ -112,6 +115,10 @@ def _close(task: TaskRecord, time: float, job_id: str | None, status: str = "don
     task.status = status  # type: ignore[assignment]
     task.updated = time
     task.job_id = job_id
+    if status == "done":
+        # what a finished task computed is in its folder (spec.json, result.json) and in the
+        # journal: the state keeps it small, whatever the campaign's length
+        task.inputs = {}
 
 
 def _task_failed(state: CampaignState, event: TaskFailed) -> None:
@@ -186,7 +193,6 @@ def _member_trained(state: CampaignState, event: MemberTrained) -> None:
         raise TransitionError(f"{task.id} is a {task.kind} task, not a training")
     committee = committee_record(state, spec.version)
     _close(task, event.time, event.job_id)
-    task.result = dict(event.metrics)
     for member in committee.members:
         if member.task_id == task.id:
             member.metrics = dict(event.metrics)
@@ -194,11 +200,8 @@ def _member_trained(state: CampaignState, event: MemberTrained) -> None:
     if len(trained) == spec.committee_size:
         committee.status = "ready"
         state.iteration = committee.version
-        for walker in state.walkers.values():
-            if (
-                walker.status == "waiting"
-                and (walker.waiting_for_version or 0) <= committee.version
-            ):
+        for walker in state.walkers_with_status("waiting"):
+            if (walker.waiting_for_version or 0) <= committee.version:
                 walker.status = "ready"
                 walker.waiting_for_version = None
 
@@ -211,7 +214,6 @@ def _segment_finished(state: CampaignState, event: SegmentFinished) -> None:
     if event.outcome == "triggered" and event.trigger is None:
         raise TransitionError(f"{task.id}: a triggered segment names no trigger structure")
     _close(task, event.time, event.job_id)
-    task.result = {"outcome": event.outcome, "last_gamma": event.last_gamma}
     walker = state.walkers[event.walker]
     walker.steps_done += event.steps_advanced
     walker.checkpoint = event.checkpoint
@@ -257,8 +259,7 @@ def _triggered(
             # try another trajectory rather than wait for a committee that will not come.
             walker.waiting_for_version = None
             _roll_back(walker, event.max_rollbacks)
-    if not any(c.id == candidate.id for c in state.candidates):
-        state.candidates.append(candidate)
+    state.add_candidate(candidate)
 
 
 def _roll_back(walker: WalkerRecord, max_rollbacks: int) -> None:
@@ -269,14 +270,11 @@ def _roll_back(walker: WalkerRecord, max_rollbacks: int) -> None:
 def _duplicate_of(state: CampaignState, event: SegmentFinished, version: int) -> str | None:
     assert event.trigger is not None
     structure_hash = event.trigger["hash"]
-    if any(e.hash == structure_hash for e in state.database):
+    if state.database_position(structure_hash) is not None or state.has_candidate(structure_hash):
         return structure_hash
-    for candidate in state.candidates:
-        if candidate.id == structure_hash:
-            return structure_hash
+    for candidate in state.candidates_of(event.walker):
         if (
-            candidate.walker == event.walker
-            and candidate.committee_version == version
+            candidate.committee_version == version
             and candidate.status in ("pending", "labelling", "labelled")
             and abs(candidate.step - event.trigger["step"]) <= event.dedup_steps
         ):
@@ -286,9 +284,8 @@ def _duplicate_of(state: CampaignState, event: SegmentFinished, version: int) ->
 
 def _in_latest_training_set(state: CampaignState, structure_hash: str) -> bool:
     latest = state.latest_ready_committee()
-    if latest is None:
-        return False
-    return any(e.hash == structure_hash for e in state.database[: latest.training_set_size])
+    position = state.database_position(structure_hash)
+    return latest is not None and position is not None and position < latest.training_set_size
 
 
 def _label_finished(state: CampaignState, event: LabelFinished) -> None:
@@ -301,22 +298,20 @@ def _label_finished(state: CampaignState, event: LabelFinished) -> None:
             f"{state.energy_convention}: two energy conventions never share a database"
         )
     _close(task, event.time, event.job_id)
-    task.result = {"hash": event.entry.hash}
     candidate.status = "labelled"
     walker = state.walkers.get(candidate.walker)
     if walker is not None:
         walker.consecutive_rollbacks = 0
     if convention and not state.energy_convention:
         state.energy_convention = convention
-    if not any(e.hash == event.entry.hash for e in state.database):
-        state.database.append(copy.deepcopy(event.entry))
+    state.add_database_entry(copy.deepcopy(event.entry))
 
 
 def _label_rejected(state: CampaignState, event: LabelRejected) -> None:
     task = _task(state, event.task_id)
     state.candidate(event.candidate_id)
     _close(task, event.time, event.job_id)
-    task.result = {"rejected": event.reason}
+    task.result = {"rejected": event.reason}  # kept: why the structure was not learnt
     reject_candidate(state, event.candidate_id, event.reason, event.max_rollbacks)
 
 
@@ -328,8 +323,8 @@ def reject_candidate(
     candidate.reason = reason
     walker = state.walkers.get(candidate.walker)
     still_pending = any(
-        c.walker == candidate.walker and c.status in ("pending", "labelling", "labelled")
-        for c in state.candidates
+        c.status in ("pending", "labelling", "labelled")
+        for c in state.candidates_of(candidate.walker)
         if c.committee_version == candidate.committee_version
     )
     if walker is not None and walker.status == "waiting" and not still_pending:
@@ -356,6 +351,10 @@ def _campaign_finished(state: CampaignState, event: CampaignFinished) -> None:
     state.finish_reason = event.reason
 
 
+def _head_updated(state: CampaignState, event: HeadUpdated) -> None:
+    state.head = copy.deepcopy(event.head)
+
+
 _HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
     CampaignStarted: _campaign_started,
     WalkerAdded: _walker_added,
@@ -370,4 +369,5 @@ _HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
     LabelRejected: _label_rejected,
     PropertiesEvaluated: _properties_evaluated,
     CampaignFinished: _campaign_finished,
+    HeadUpdated: _head_updated,
 }

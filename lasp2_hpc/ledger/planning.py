@@ -119,7 +119,7 @@ class Plan:
 
 
 def in_flight(state: CampaignState) -> list[TaskRecord]:
-    return [t for t in state.tasks.values() if t.status in IN_FLIGHT_TASK_STATUSES]
+    return state.tasks_with_status(*IN_FLIGHT_TASK_STATUSES)
 
 
 def plan(state: CampaignState, policy: Policy, now: float | None = None) -> Plan:
@@ -127,15 +127,17 @@ def plan(state: CampaignState, policy: Policy, now: float | None = None) -> Plan
     result = Plan()
     if state.finished:
         return result
-    blocked = [t for t in state.tasks.values() if t.status == "blocked"]
+    blocked = state.tasks_with_status("blocked")
     if blocked:
         result.blocked = f"task {blocked[0].id} cannot run: {blocked[0].error}"
         return result
     flying = in_flight(state)
-    retry = [t for t in state.tasks.values() if t.status in ("pending", "timeout")]
+    # to run again: failed attempts left (an exhausted one waits for `lasp2 rerun`), lost ones
+    # after their back-off
+    retry = state.tasks_with_status("pending", "timeout")
+    retry = [t for t in retry if t.failures < policy.max_attempts]
     for task in retry:
-        waited = now is None or task.not_before <= now
-        if task.failures < policy.max_attempts and waited:
+        if now is None or task.not_before <= now:
             result.tasks.append(PlannedTask.again(task))
     busy_kinds = {t.kind for t in flying} | {t.kind for t in retry}
     sequential = policy.mode == "sequential"
@@ -149,10 +151,8 @@ def plan(state: CampaignState, policy: Policy, now: float | None = None) -> Plan
     if training is not None:
         result.tasks += _missing_members(state, policy, training)
 
-    labelled_or_labelling = len(state.labels()) + sum(
-        c.status == "labelling" for c in state.candidates
-    )
-    pending = [c for c in state.candidates if c.status == "pending"]
+    labelled_or_labelling = state.label_count() + state.candidates_by_status.count("labelling")
+    pending = state.candidates_with_status("pending")
     md_busy = MdSegmentSpec.kind in busy_kinds
     label_busy = LabelSpec.kind in busy_kinds
 
@@ -168,7 +168,7 @@ def plan(state: CampaignState, policy: Policy, now: float | None = None) -> Plan
     new_labels = len(state.database) - (latest.training_set_size if latest else 0)
     budget_left = labelled_or_labelling < policy.max_labels
     labellable_pending = bool(pending) and budget_left
-    runnable = [w for w in state.walkers.values() if w.status == "ready"]
+    runnable = state.walkers_with_status("ready")
     latest_version = latest.version if latest else -1
 
     # Training: when enough labels arrived, or when nothing else can move.
@@ -243,16 +243,13 @@ def _missing_members(
     """Members of a committee in training that were never submitted (the head was killed
     between the members' submissions): the same specs as the first ones'."""
     submitted = {m.index for m in committee.members}
-    if not committee.members:
+    if len(submitted) >= len(policy.member_seeds):
         return []
-    first = spec_of(state.tasks[committee.members[0].task_id])
-    assert isinstance(first, TrainMemberSpec)
+    size = committee.training_set_size
     return [
-        PlannedTask.new(
-            _member_spec(state, policy, committee.version, member, first.training_set_size)
-        )
-        for member in range(first.committee_size)
-        if member not in submitted and member < len(policy.member_seeds)
+        PlannedTask.new(_member_spec(state, policy, committee.version, member, size))
+        for member in range(len(policy.member_seeds))
+        if member not in submitted
     ]
 
 
@@ -260,11 +257,7 @@ def _evaluation_tasks(state: CampaignState, policy: Policy) -> list[PlannedTask]
     """The oracle's reference values once, then the properties of every ready committee."""
     if not policy.probes:
         return []
-    evaluated: set[int | None] = set()
-    for task in state.tasks.values():
-        spec = spec_of(task) if task.kind == EvaluateSpec.kind else None
-        if isinstance(spec, EvaluateSpec):
-            evaluated.add(spec.committee_version)
+    evaluated = set(state.evaluated)
     if None not in evaluated:
         reference = EvaluateSpec(
             target="reference",

@@ -1,7 +1,10 @@
 """The records of the active-learning state machine, as kept in ``ledger.json``.
 
-Everything the head process knows lives here, so that a killed head can resume from the file alone.
-Records are plain dataclasses with JSON round trips; paths are relative to the campaign directory.
+Everything the head process knows lives here, so that a killed head can resume from the ledger
+alone. Records are plain dataclasses with JSON round trips; paths are relative to the campaign
+directory. The state also keeps indexes (tasks, walkers and candidates by status, candidates by
+id and walker, database positions by hash), derived from the records and never written, so that
+planning and every transition cost the same in a campaign of 100 tasks and of 100,000.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 3
-# Older versions this code reads (versions 2 and 3 only added fields with defaults).
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+# Older versions this code reads (2 to 4 only added fields with defaults; 4 is a snapshot of the
+# journal, with the position of its last event).
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 
 # timeout: stopped before its block's walltime, runs again; rerun: in a scheduler job array;
 # blocked: failed with a setup error (a program not found), waiting for the operator's fix
@@ -29,12 +33,58 @@ IN_FLIGHT_TASK_STATUSES = ("submitted", "running", "rerun")
 ACTIVE_WALKER_STATUSES = ("ready", "running", "waiting")
 
 
-@dataclass
-class TaskRecord:
+class StatusIndex:
+    """Keys by status, each status an insertion-ordered set (plans are deterministic)."""
+
+    def __init__(self) -> None:
+        self._by_status: dict[str, dict[str, None]] = {}
+
+    def add(self, key: str, status: str) -> None:
+        self._by_status.setdefault(status, {})[key] = None
+
+    def move(self, key: str, old: str | None, new: str) -> None:
+        if old is not None:
+            self._by_status.get(old, {}).pop(key, None)
+        self.add(key, new)
+
+    def keys(self, *statuses: str) -> list[str]:
+        return [key for status in statuses for key in self._by_status.get(status, {})]
+
+    def count(self, *statuses: str) -> int:
+        return sum(len(self._by_status.get(status, {})) for status in statuses)
+
+    def counts(self) -> dict[str, int]:
+        return {status: len(keys) for status, keys in self._by_status.items() if keys}
+
+
+class _Indexed:
+    """A record whose ``status`` is indexed by the state holding it: setting the status moves it
+    in the index, whoever sets it (a transition, a task kind's hook)."""
+
+    def _index_key(self) -> str:
+        raise NotImplementedError
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "status":
+            object.__setattr__(self, name, value)
+            return
+        old = self.__dict__.get("status")
+        object.__setattr__(self, name, value)
+        index = self.__dict__.get("_status_index")
+        if index is not None and old != value:
+            index.move(self._index_key(), old, value)
+
+    def _attach(self, index: StatusIndex) -> None:
+        object.__setattr__(self, "_status_index", index)
+        index.add(self._index_key(), self.__dict__["status"])
+
+
+@dataclass(eq=True)
+class TaskRecord(_Indexed):
     id: str
     kind: str  # a key of lasp2_hpc.ledger.task_specs.SPEC_TYPES; inputs is that spec as a dict
     inputs_hash: str
-    inputs: dict[str, Any]
+    inputs: dict[str, Any]  # the spec; emptied once the task is done (its folder keeps spec.json)
     work_dir: str
     status: TaskStatus = "pending"
     attempts: int = 0  # submissions, including resubmissions after the head restarted
@@ -48,6 +98,9 @@ class TaskRecord:
     job_id: str | None = None  # scheduler job that ran the last attempt (array: JOB_INDEX)
     result: dict[str, Any] | None = None
     error: str | None = None
+
+    def _index_key(self) -> str:
+        return self.id
 
 
 @dataclass
@@ -68,8 +121,8 @@ class CommitteeRecord:
     properties: dict[str, Any] | None = None  # control properties: name -> mean, spread, values
 
 
-@dataclass
-class WalkerRecord:
+@dataclass(eq=True)
+class WalkerRecord(_Indexed):
     name: str
     checkpoint: str
     status: WalkerStatus = "ready"
@@ -81,9 +134,12 @@ class WalkerRecord:
     last_gamma: float | None = None
     triggers: int = 0
 
+    def _index_key(self) -> str:
+        return self.name
 
-@dataclass
-class CandidateRecord:
+
+@dataclass(eq=True)
+class CandidateRecord(_Indexed):
     id: str  # content hash of the structure
     walker: str
     step: int
@@ -93,6 +149,9 @@ class CandidateRecord:
     status: CandidateStatus = "pending"
     task_id: str | None = None
     reason: str | None = None
+
+    def _index_key(self) -> str:
+        return self.id
 
 
 @dataclass
@@ -114,6 +173,11 @@ class HeadRecord:
     stop_reason: str | None = None
 
 
+def _record_dict(record: Any) -> dict[str, Any]:
+    """A record's fields, shallowly (asdict's deep copy is the slow part of a big snapshot)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
 @dataclass
 class CampaignState:
     schema_version: int = SCHEMA_VERSION
@@ -131,26 +195,118 @@ class CampaignState:
     reference_lattice_constants: dict[str, float] | None = None
     # what the labels' energies are (oracle:kind, e.g. cp2k:free), fixed by the first label
     energy_convention: str | None = None
+    # committee versions whose control properties were asked for (None: the oracle's)
+    evaluated: list[int | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reindex()
+
+    # -- indexes (derived, never written) ---------------------------------------------------
+
+    def reindex(self) -> None:
+        self.tasks_by_status = StatusIndex()
+        self.walkers_by_status = StatusIndex()
+        self.candidates_by_status = StatusIndex()
+        self._candidates: dict[str, CandidateRecord] = {}
+        self._candidates_by_walker: dict[str, list[CandidateRecord]] = {}
+        self._database_position: dict[str, int] = {}
+        self._labels = 0
+        for task in self.tasks.values():
+            task._attach(self.tasks_by_status)
+        for walker in self.walkers.values():
+            walker._attach(self.walkers_by_status)
+        for candidate in self.candidates:
+            self._index_candidate(candidate)
+        for position, entry in enumerate(self.database):
+            self._index_entry(entry, position)
+
+    def _index_candidate(self, candidate: CandidateRecord) -> None:
+        candidate._attach(self.candidates_by_status)
+        self._candidates[candidate.id] = candidate
+        self._candidates_by_walker.setdefault(candidate.walker, []).append(candidate)
+
+    def _index_entry(self, entry: DatabaseEntry, position: int) -> None:
+        self._database_position.setdefault(entry.hash, position)
+        self._labels += entry.provenance.get("source") == "oracle"
+
+    def add_task(self, task: TaskRecord) -> None:
+        self.tasks[task.id] = task
+        task._attach(self.tasks_by_status)
+
+    def add_walker(self, walker: WalkerRecord) -> None:
+        self.walkers[walker.name] = walker
+        walker._attach(self.walkers_by_status)
+
+    def add_candidate(self, candidate: CandidateRecord) -> None:
+        if candidate.id in self._candidates:
+            return
+        self.candidates.append(candidate)
+        self._index_candidate(candidate)
+
+    def add_database_entry(self, entry: DatabaseEntry) -> None:
+        if entry.hash in self._database_position:
+            return
+        self.database.append(entry)
+        self._index_entry(entry, len(self.database) - 1)
+
+    # -- questions --------------------------------------------------------------------------
+
+    def tasks_with_status(self, *statuses: str) -> list[TaskRecord]:
+        return [self.tasks[key] for key in self.tasks_by_status.keys(*statuses)]
+
+    def walkers_with_status(self, *statuses: str) -> list[WalkerRecord]:
+        return [self.walkers[key] for key in self.walkers_by_status.keys(*statuses)]
+
+    def candidates_with_status(self, *statuses: str) -> list[CandidateRecord]:
+        return [self._candidates[key] for key in self.candidates_by_status.keys(*statuses)]
+
+    def candidates_of(self, walker: str) -> list[CandidateRecord]:
+        return list(self._candidates_by_walker.get(walker, []))
+
+    def has_candidate(self, candidate_id: str) -> bool:
+        return candidate_id in self._candidates
+
+    def database_position(self, structure_hash: str) -> int | None:
+        return self._database_position.get(structure_hash)
+
+    def label_count(self) -> int:
+        return self._labels
 
     def latest_ready_committee(self) -> CommitteeRecord | None:
-        ready = [c for c in self.committees if c.status == "ready"]
-        return ready[-1] if ready else None
+        for committee in reversed(self.committees):
+            if committee.status == "ready":
+                return committee
+        return None
 
     def training_committee(self) -> CommitteeRecord | None:
-        training = [c for c in self.committees if c.status == "training"]
-        return training[-1] if training else None
+        for committee in reversed(self.committees):
+            if committee.status == "training":
+                return committee
+        return None
 
     def candidate(self, candidate_id: str) -> CandidateRecord:
-        for candidate in self.candidates:
-            if candidate.id == candidate_id:
-                return candidate
-        raise KeyError(f"no candidate {candidate_id}")
+        try:
+            return self._candidates[candidate_id]
+        except KeyError:
+            raise KeyError(f"no candidate {candidate_id}") from None
 
     def labels(self) -> list[DatabaseEntry]:
         return [e for e in self.database if e.provenance.get("source") == "oracle"]
 
+    # -- JSON -------------------------------------------------------------------------------
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = _record_dict(self)
+        data["committees"] = [
+            {**_record_dict(c), "members": [_record_dict(m) for m in c.members]}
+            for c in self.committees
+        ]
+        data["walkers"] = {name: _record_dict(w) for name, w in self.walkers.items()}
+        data["tasks"] = {key: _record_dict(t) for key, t in self.tasks.items()}
+        data["candidates"] = [_record_dict(c) for c in self.candidates]
+        data["database"] = [_record_dict(e) for e in self.database]
+        data["head"] = _record_dict(self.head) if self.head else None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CampaignState:
@@ -182,4 +338,6 @@ class CampaignState:
             reference_properties=data.get("reference_properties"),
             reference_lattice_constants=data.get("reference_lattice_constants"),
             energy_convention=data.get("energy_convention"),
+            # ledgers before version 4 have none: the store derives it from their tasks
+            evaluated=data.get("evaluated", []),
         )

@@ -246,6 +246,10 @@ class EvaluateSpec(TaskSpec):
             data["oracle_parameters"] = legacy_oracle_parameters(data)
         return data
 
+    def on_submitted(self, state: CampaignState, task: TaskRecord) -> None:
+        if self.committee_version not in state.evaluated:
+            state.evaluated.append(self.committee_version)
+
 
 SPEC_TYPES: dict[str, type[TaskSpec]] = {
     cls.kind: cls for cls in (TrainMemberSpec, MdSegmentSpec, LabelSpec, EvaluateSpec)

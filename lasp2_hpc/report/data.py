@@ -73,14 +73,17 @@ def _gamma_segments(directory: Path, state: CampaignState) -> list[GammaSegment]
             continue
         try:
             result = json.loads((directory / task.work_dir / "result.json").read_text())
+            # a finished task's spec is in its folder (older ledgers kept it in the task)
+            spec_file = directory / task.work_dir / "spec.json"
+            spec = json.loads(spec_file.read_text()) if spec_file.exists() else task.inputs
         except (OSError, ValueError):
             continue
         trace = result.get("gamma_trace") or []
-        if trace:
+        if trace and "walker" in spec:
             segments.append(
                 GammaSegment(
-                    task.inputs["walker"],
-                    int(task.inputs["committee_version"]),
+                    spec["walker"],
+                    int(spec["committee_version"]),
                     [int(step) for step, _ in trace],
                     [float(gamma) for _, gamma in trace],
                 )

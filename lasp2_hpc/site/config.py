@@ -284,6 +284,15 @@ def _login_node_address() -> str:
         return "127.0.0.1"
 
 
+def head_watchdog(head_pid: int, period_s: int = 2) -> str:
+    """A line for a local block: its processes (the pool, its workers) stop within seconds of
+    the head's death, however it died (a SIGKILL leaves them no message to stop on)."""
+    return (
+        f"( while kill -0 {int(head_pid)} 2>/dev/null; do sleep {int(period_s)}; done; "
+        "kill -KILL 0 ) >/dev/null 2>&1 &"
+    )
+
+
 def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
     """A Parsl ``Config`` for ``site``; Parsl's own retries are off, the ledger counts attempts."""
     from parsl.config import Config
@@ -303,8 +312,11 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
             )
             continue
         if settings.provider == "local":
+            worker_init = "\n".join(
+                filter(None, [head_watchdog(os.getpid()), settings.worker_init])
+            )
             provider = LocalProvider(
-                init_blocks=1, min_blocks=1, max_blocks=1, worker_init=settings.worker_init
+                init_blocks=1, min_blocks=1, max_blocks=1, worker_init=worker_init
             )
             address = settings.address or "127.0.0.1"
             drain_period = None
