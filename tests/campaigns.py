@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ def tiny_settings(**overrides: Any) -> dict[str, Any]:
         ],
         "gamma": {"trigger": 0.03, "upper": 50.0},
         "labelling": {"max_labels": 3},
-        "oracle": {"calculator": "emt"},
+        "oracle": {"engine": "ase", "parameters": {"calculator": "emt"}},
     }
     settings.update(overrides)
     return settings
@@ -109,3 +111,89 @@ class StallOnceEMT(EMT):
             self.stall_file.unlink()
             time.sleep(3600)
         super().calculate(atoms, properties, system_changes)
+
+
+class CountingEMT(EMT):
+    """EMT that appends one line per call to ``count_file``, outside the campaign: the content
+    hash of the structure and the calling process. An independent count of the oracle's calls,
+    whatever the campaign's own journals say."""
+
+    def __init__(self, count_file: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count_file = Path(count_file)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        from lasp2_hpc.database.store import structure_hash
+
+        super().calculate(atoms, properties, system_changes)
+        with open(self.count_file, "a") as record:
+            record.write(f"{structure_hash(self.atoms)} {os.getpid()} {time.time()!r}\n")
+
+
+def oracle_calls(count_file: Path) -> list[tuple[str, float]]:
+    """The calls of :class:`CountingEMT`: structure hash and time, in order."""
+    if not count_file.exists():
+        return []
+    calls = []
+    for line in count_file.read_text().splitlines():
+        structure, _, moment = line.split()
+        calls.append((structure, float(moment)))
+    return calls
+
+
+def oracle_calls_counted(count_file: Path) -> Counter[str]:
+    """Calls of :class:`CountingEMT` per structure hash."""
+    return Counter(structure for structure, _ in oracle_calls(count_file))
+
+
+THREADS_SITE: dict[str, Any] = {
+    "name": "threads",
+    # one worker: the durable writes of a run come in (nearly) the same order every time
+    "executors": [{"label": "threads", "kind": "threads", "max_workers_per_node": 1}],
+}
+
+
+def htex_site(workers: int = 1) -> dict[str, Any]:
+    """A local worker pool (a real process_worker_pool, its workers and an interchange)."""
+    return {
+        "name": "htex",
+        "executors": [
+            {
+                "label": "htex",
+                "kind": "htex",
+                "provider": "local",
+                "max_workers_per_node": workers,
+                "encrypted": False,
+                "heartbeat_period": 1,
+                "heartbeat_threshold": 4,
+            }
+        ],
+    }
+
+
+def write_instant_campaign(
+    directory: Path,
+    count_file: Path,
+    site: dict[str, Any] | None = None,
+    trigger_probability: float = 1.0,
+    **overrides: Any,
+) -> Path:
+    """A campaign of instant engines (seeded: the same candidates every run) with a real oracle,
+    :class:`CountingEMT`, which counts its calls in ``count_file``. It runs in seconds."""
+    settings: dict[str, Any] = {
+        "site": "site.yaml",
+        "committee": {"size": 2, "trainer": {"engine": "instant"}},
+        "md": {"engine": "instant", "parameters": {"trigger_probability": trigger_probability}},
+        "oracle": {
+            "engine": "ase",
+            "parameters": {
+                "calculator": "python:tests.campaigns:CountingEMT",
+                "arguments": {"count_file": str(count_file)},
+            },
+        },
+        "labelling": {"max_labels": 1},
+    }
+    settings.update(overrides)
+    write_tiny_campaign(directory, **settings)
+    (directory / "site.yaml").write_text(yaml.safe_dump(site or THREADS_SITE))
+    return directory

@@ -161,3 +161,21 @@ def test_export_input_data_round_trip(
     with pytest.raises(ValueError, match=re.escape(str(database.path))):
         database.export_input_data(tmp_path / "never.data", ["0" * 64])
     assert not (tmp_path / "never.data").exists()
+
+
+def test_a_frame_cut_by_a_crash_is_never_read_and_is_cut_before_the_next_append(
+    database: StructureDatabase, structures: list[Atoms]
+) -> None:
+    """Labels are appended (the database is not rewritten per label); a crash mid-append leaves
+    a cut frame, which readers skip and the next append removes."""
+    first, second, third = structures[:3]
+    database.add([first])
+    whole = database.path.read_bytes()
+    database.add([second])
+    appended = database.path.read_bytes()
+    database.path.write_bytes(appended[: (len(whole) + len(appended)) // 2])  # the crash
+    fresh = StructureDatabase(database.path)
+    assert fresh.hashes() == [first.info[HASH_KEY]]
+    fresh.add([second, third])
+    assert fresh.hashes() == [first.info[HASH_KEY], second.info[HASH_KEY], third.info[HASH_KEY]]
+    assert database.path.read_bytes().startswith(whole)

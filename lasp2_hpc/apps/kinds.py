@@ -4,6 +4,7 @@ profile it needs. Nothing else in the code base names a kind."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from lasp2_hpc.apps.results import (
     TrainingResult,
 )
 from lasp2_hpc.apps.tasks import TaskExecution
+from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.ledger.task_specs import (
     SPEC_TYPES,
     EvaluateSpec,
@@ -65,6 +67,10 @@ def run_task(
     """One task by kind: what a Parsl worker and a job-array element both run."""
     task_kind = KINDS[kind]
     typed = task_kind.spec.from_dict(spec)
+    spec_file = Path(task_dir) / tasks.SPEC_FILE
+    if not spec_file.exists():  # what the task computes, for people and `lasp2 report`
+        text = json.dumps(spec, indent=1, sort_keys=True) + "\n"
+        atomic_write_text(spec_file, text, durable=False)  # the ledger's journal has it
     return task_kind.worker(
         Path(campaign_dir), Path(task_dir), task_id, typed, TaskExecution.from_dict(execution)
     )

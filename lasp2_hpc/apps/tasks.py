@@ -31,7 +31,7 @@ from lasp2_hpc.apps.results import (
     TrainingResult,
     Trigger,
 )
-from lasp2_hpc.atomic import atomic_write_text
+from lasp2_hpc.atomic import atomic_write_text, remove_temporaries
 from lasp2_hpc.engines import registry
 from lasp2_hpc.engines.base import OracleRejected, SegmentSpec
 from lasp2_hpc.jobs.environment import (
@@ -86,6 +86,7 @@ def run_idempotent(task_dir: Path, compute: Callable[[], dict[str, Any]]) -> dic
     task_dir.mkdir(parents=True, exist_ok=True)
     result_path = task_dir / RESULT_FILE
     with task_lock(task_dir):
+        remove_temporaries(task_dir)  # of an attempt killed mid-write
         if result_path.exists():
             stored: dict[str, Any] = json.loads(result_path.read_text())
             stored["reused"] = True

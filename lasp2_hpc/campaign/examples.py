@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import ase.io
@@ -285,11 +288,26 @@ EXAMPLES = {
 
 
 def write_example(directory: str | Path, name: str) -> Path:
+    """The example campaign in ``directory``, all of it or nothing: it is built in a temporary
+    folder beside it and renamed into place, so a kill leaves no half-written campaign."""
     directory = Path(directory)
     if name not in EXAMPLES:
         raise ValueError(f"unknown example {name!r}; available: {', '.join(EXAMPLES)}")
     if (directory / CAMPAIGN_FILE).exists():
         raise FileExistsError(f"{directory / CAMPAIGN_FILE} exists; choose a new directory")
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # private on a shared cluster
-    EXAMPLES[name](directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise FileExistsError(
+            f"{directory} exists and is not an empty directory; choose a new directory"
+        )
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for stale in directory.parent.glob(f".{directory.name}.init-*"):  # of an init killed before
+        shutil.rmtree(stale, ignore_errors=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=directory.parent))
+    try:
+        building.chmod(0o700)  # private on a shared cluster
+        EXAMPLES[name](building)
+        os.rename(building, directory)  # onto nothing, or onto an empty directory
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     return directory

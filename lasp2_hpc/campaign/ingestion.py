@@ -40,7 +40,7 @@ from lasp2_hpc.ledger.events import (
 )
 from lasp2_hpc.ledger.state import CampaignState, DatabaseEntry, TaskRecord
 from lasp2_hpc.ledger.task_specs import LabelSpec, MdSegmentSpec, spec_of
-from lasp2_hpc.site.faults import is_infrastructure_fault
+from lasp2_hpc.site.faults import disk_full_error, is_infrastructure_fault
 
 LOGGER = logging.getLogger(__name__)
 BACKOFF_FIRST_S = 1.0  # a lost task waits this long before its first resubmission, then doubles
@@ -69,6 +69,13 @@ class Ingestion:
     ) -> Event:
         """A task that raised: lost by the infrastructure (run again, no attempt spent), stopped
         at its walltime (run again), blocked on a setup error, or failed (retry or final)."""
+        full = disk_full_error(error)
+        if full is not None:
+            # no failure of the task's own, nor a loss worth a retry before space is freed: the
+            # head stops (`lasp2 run` exits 5) and the task runs again when it is restarted
+            LOGGER.error("task %s could not write its files: %s", task_id, full)
+            where = full.filename or str(self.root / state.tasks[task_id].work_dir)
+            raise OSError(full.errno, full.strerror, where) from error
         task = state.tasks[task_id]
         rollbacks = self.settings.convergence.max_rollbacks
         now = time.time()

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from lasp2_hpc.apps.tasks import SPEC_FILE, TRAINING_SET_FILE
-from lasp2_hpc.atomic import atomic_write_text
+from lasp2_hpc.apps.tasks import TRAINING_SET_FILE
+from lasp2_hpc.atomic import atomic_write_text, remove_temporaries
 from lasp2_hpc.campaign.head import Head, Interrupted
 from lasp2_hpc.campaign.ingestion import Ingestion
 from lasp2_hpc.campaign.opening import Campaign, check_energy_convention
@@ -123,6 +123,10 @@ class Runner:
             self.ledger.close_journal()
 
     def _prepare_ledger(self) -> None:
+        for directory in (self.layout.root, self.layout.database.parent):
+            # of writes a kill interrupted, whatever their age: this head holds run.lock, and
+            # nothing but the head writes here
+            remove_temporaries(directory, older_than_s=0.0)
         if not self.ledger.exists():
             self.layout.database.parent.mkdir(parents=True, exist_ok=True)
             self.ledger.create()
@@ -160,68 +164,83 @@ class Runner:
     # -- the loop ------------------------------------------------------------------------
 
     def _loop(self) -> str:
+        finished: list[Future[dict[str, Any]]] = []
         while True:
             self.head.check_stop()
-            state = self.ledger.state
-            if state.finished:  # an event ended it (a member that cannot train)
-                return state.finish_reason or "finished"
-            current = plan(state, self.policy, now=time.time())
-            if current.blocked is not None:
-                raise CampaignBlocked(current.blocked)
-            for task in current.tasks:
-                self._submit(task)
-            if current.finish_reason is not None and not self.futures:
-                self._record(CampaignFinished(time.time(), current.finish_reason))
-                return current.finish_reason
-            self._collect_finished()
+            # the outcomes that came in and the tasks they make possible: one journal write
+            with self.ledger.batch():
+                for future in finished:
+                    task_id = self.futures.pop(future, None)
+                    if task_id is not None:  # not a future of a session restarted meanwhile
+                        self._collect(task_id, future)
+                state = self.ledger.state
+                if state.finished:  # an event ended it (a member that cannot train)
+                    return state.finish_reason or "finished"
+                current = plan(state, self.policy, now=time.time())
+                if current.blocked is not None:
+                    raise CampaignBlocked(current.blocked)
+                self._submit(current.tasks)
+                if current.finish_reason is not None and not self.futures:
+                    self._record(CampaignFinished(time.time(), current.finish_reason))
+                    return current.finish_reason
             if self._restart_session:
                 self._restart()
             self.head.write_run_info({"block_jobs": self.session.block_jobs()}, force=False)
             self.head.beat(force=False)
+            finished = self._wait_finished()
 
-    def _collect_finished(self) -> None:
+    def _wait_finished(self) -> list[Future[dict[str, Any]]]:
+        """The futures that finished: waits for one (up to WAIT_SECONDS), takes all there are."""
         try:
             finished = [self._done.get(timeout=WAIT_SECONDS)]
         except queue.Empty:
-            return
+            return []
         while True:
             try:
                 finished.append(self._done.get_nowait())
             except queue.Empty:
-                break
-        for future in finished:
-            task_id = self.futures.pop(future, None)
-            if task_id is not None:  # a future of a session that was restarted meanwhile
-                self._collect(task_id, future)
+                return finished
 
     def _record(self, event: Event) -> None:
         self.ledger.record(event)
         self.progress(self.ledger.state, describe(event))
 
     def _resubmit_in_flight(self) -> None:
-        for task in list(self.ledger.state.tasks.values()):
-            if task.status in IN_FLIGHT_TASK_STATUSES:
-                LOGGER.info("resubmitting %s, in flight when the head stopped", task.id)
-                self._submit(PlannedTask.again(task))
+        flying = self.ledger.state.tasks_with_status(*IN_FLIGHT_TASK_STATUSES)
+        if flying:
+            LOGGER.info("resubmitting %d tasks in flight when the head stopped", len(flying))
+        self._submit([PlannedTask.again(task) for task in flying])
 
-    def _submit(self, task: PlannedTask) -> None:
+    def _submit(self, tasks: list[PlannedTask]) -> None:
+        """Record the submissions of a plan as one batch (a committee's members: all or none),
+        then hand the tasks to Parsl."""
+        if not tasks:
+            return
+        records = []
+        for task in tasks:
+            self._prepare_work_dir(task)
+            record = task.record()
+            record.executor = self.session.executor_label(task.kind)
+            records.append(TaskSubmitted(time.time(), record))
+        self.ledger.record_all(records)
+        for task, event in zip(tasks, records, strict=True):
+            self.progress(self.ledger.state, describe(event))
+            work_dir = str(self.layout.root / task.work_dir)
+            future = self.session.submit(
+                task.kind, str(self.layout.root), work_dir, task.id, task.inputs
+            )
+            self.futures[future] = task.id
+            future.add_done_callback(self._done.put)
+
+    def _prepare_work_dir(self, task: PlannedTask) -> None:
+        """The training set a member is trained on, fixed before it runs (a task makes its own
+        folder otherwise)."""
         work_dir = self.layout.root / task.work_dir
-        work_dir.mkdir(parents=True, exist_ok=True)
-        spec_file = work_dir / SPEC_FILE
-        if not spec_file.exists():  # what the task computes, for people and for `lasp2 report`
-            atomic_write_text(spec_file, json.dumps(task.inputs, indent=1, sort_keys=True) + "\n")
         if isinstance(task.spec, TrainMemberSpec):
+            work_dir.mkdir(parents=True, exist_ok=True)
             size = task.spec.training_set_size
             hashes = [e.hash for e in self.ledger.state.database[:size]]
             atomic_write_text(work_dir / TRAINING_SET_FILE, json.dumps(hashes) + "\n")
-        record = task.record()
-        record.executor = self.session.executor_label(task.kind)
-        self._record(TaskSubmitted(time.time(), record))
-        future = self.session.submit(
-            task.kind, str(self.layout.root), str(work_dir), task.id, task.inputs
-        )
-        self.futures[future] = task.id
-        future.add_done_callback(self._done.put)
 
     def _collect(self, task_id: str, future: Future[dict[str, Any]]) -> None:
         state = self.ledger.state

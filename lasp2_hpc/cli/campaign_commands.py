@@ -4,6 +4,7 @@ shell."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -12,10 +13,11 @@ from pathlib import Path
 
 from lasp2_hpc.campaign.examples import EXAMPLES, write_example
 from lasp2_hpc.ledger.state import CampaignState
-from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, read_ledger_file
+from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, LedgerWriteError, read_ledger_file
 
 EXIT_BUSY = 3
 EXIT_LEDGER = 4
+EXIT_NOT_WRITTEN = 5  # the disk is full (or read-only...): free space, then run again
 EXIT_BLOCKED = 6  # a task waits for the operator to fix a setup error
 EXIT_INFRASTRUCTURE = 7  # the infrastructure keeps losing a task: the campaign is not finished
 EXIT_INTERRUPTED = 130
@@ -199,6 +201,9 @@ def run_run(arguments: argparse.Namespace) -> int:
     os.umask(0o077)  # files of the run, its workers and their jobs: private to the user
     log_file = campaign.layout.log_file
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    # a log line that cannot be written (a full disk) is dropped, not printed with a traceback:
+    # the head stops on the write that matters, with a message of its own (exit code 5)
+    logging.raiseExceptions = False
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("lasp2_hpc").addHandler(handler)
@@ -228,6 +233,14 @@ def run_run(arguments: argparse.Namespace) -> int:
     except InfrastructureUnhealthy as error:
         print(f"lasp2: stopped: {error}", file=sys.stderr)
         return EXIT_INFRASTRUCTURE
+    except LedgerWriteError as error:
+        print(f"lasp2: stopped: {error.strerror}", file=sys.stderr)
+        return EXIT_NOT_WRITTEN
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"lasp2: stopped: {disk_full_message(error, arguments.directory)}", file=sys.stderr)
+        return EXIT_NOT_WRITTEN
     except (KeyboardInterrupt, Interrupted):
         print(
             f"lasp2: stopped; resume with `lasp2 run {arguments.directory}`",
@@ -236,6 +249,25 @@ def run_run(arguments: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"campaign finished: {reason}")
     return 0
+
+
+def disk_full_message(error: OSError, campaign: Path) -> str:
+    """What could not be written, where, and the space left there."""
+    where = Path(error.filename) if error.filename else Path(campaign)
+    free = ""
+    for folder in (where, *where.parents):
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            continue
+        left, size = (count * stats.f_frsize / 2**20 for count in (stats.f_bavail, stats.f_blocks))
+        free = f"; {left:.1f} MiB free of {size:.1f} MiB there"
+        break
+    what = "the disk quota is exceeded" if error.errno == errno.EDQUOT else "the disk is full"
+    return (
+        f"{what}: {where} could not be written ({error.strerror}){free}. Nothing recorded "
+        f"before is lost; free space, then `lasp2 run {campaign}` resumes the campaign"
+    )
 
 
 def format_status(state: CampaignState) -> str:

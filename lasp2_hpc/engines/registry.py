@@ -31,6 +31,10 @@ BUILTIN_MODULES: dict[tuple[Role, str], str] = {
     ("oracle", "ase"): "lasp2_hpc.engines.ase_oracle",
     ("oracle", "vasp"): "lasp2_hpc.engines.vasp",
     ("oracle", "cp2k"): "lasp2_hpc.engines.cp2k",
+    # engines that compute nothing: the head at scale, crash tests (engines/instant.py)
+    ("trainer", "instant"): "lasp2_hpc.engines.instant",
+    ("md", "instant"): "lasp2_hpc.engines.instant",
+    ("oracle", "instant"): "lasp2_hpc.engines.instant",
 }
 # Other names campaigns have used for the same engine
 ALIASES: dict[tuple[Role, str], str] = {("trainer", "embedded"): "hdnnp"}

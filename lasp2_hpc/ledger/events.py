@@ -22,7 +22,21 @@ class Event:
     time: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
+        """As the journal holds it: records as their fields, shallowly (an event's values are
+        plain JSON already; a deep copy of every event is what made journaling slow)."""
+        data: dict[str, Any] = {"kind": self.kind}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if dataclasses.is_dataclass(value):
+                value = _fields(value)
+            elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+                value = [_fields(element) for element in value]
+            data[item.name] = value
+        return data
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return {item.name: getattr(record, item.name) for item in dataclasses.fields(record)}
 
 
 @dataclass

@@ -20,6 +20,7 @@ are computed and the committee retrains; a walker that triggered waits for a new
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -100,7 +101,7 @@ def _task_submitted(state: CampaignState, event: TaskSubmitted) -> None:
         raise TransitionError(f"task {task.id} is done; it is never submitted again")
     spec = spec_of(task or incoming)  # checks the inputs before anything changes
     if task is None:
-        task = copy.deepcopy(incoming)
+        task = dataclasses.replace(incoming)  # the record, not its inputs (never changed)
         task.created = event.time
         state.add_task(task)
     task.status = "submitted"

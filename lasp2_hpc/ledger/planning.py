@@ -88,6 +88,7 @@ class PlannedTask:
     id: str
     spec: TaskSpec
     work_dir: str
+    _inputs: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -95,7 +96,9 @@ class PlannedTask:
 
     @property
     def inputs(self) -> dict[str, Any]:
-        return self.spec.to_dict()
+        if self._inputs is None:
+            self._inputs = self.spec.to_dict()
+        return self._inputs
 
     def record(self) -> TaskRecord:
         inputs = self.inputs

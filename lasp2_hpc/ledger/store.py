@@ -1,7 +1,8 @@
 """The ledger on disk: a write-ahead journal of events, and snapshots of the state.
 
-``events.jsonl`` is the truth: every event is one line with its sequence number, appended and
-fsynced before the head acts on it (a batch of events, one write and one fsync). ``ledger.json``
+``events.jsonl`` is the truth: every event is one line with its sequence number, written before
+the head acts on it (a batch of events, one write) and fsynced within ``SYNC_SECONDS`` by a
+thread of its own (group commit). ``ledger.json``
 is a snapshot of the state with the sequence number and journal offset of its last event, written
 every ``SNAPSHOT_EVENTS`` events or ``SNAPSHOT_SECONDS`` seconds and when the head stops; the
 snapshot before it is kept as ``ledger.previous.json``. Loading reads the snapshot and replays
@@ -14,15 +15,19 @@ a journal line cut by a crash was never committed and is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lasp2_hpc import crash_points
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.ledger.events import Event, HeadUpdated, event_from_dict
 from lasp2_hpc.ledger.machine import apply_in_place
@@ -36,6 +41,11 @@ PREVIOUS_FILE = "ledger.previous.json"
 JOURNAL_FILE = "events.jsonl"
 SNAPSHOT_EVENTS = 2000
 SNAPSHOT_SECONDS = 120.0
+# Journal writes are fsynced in a thread of their own, at most this long after them (group
+# commit): a killed process loses nothing written (the page cache outlives it); a power cut loses
+# at most the events of the last interval, which the campaign derives again like any not yet
+# recorded (idempotent tasks, deterministic task ids).
+SYNC_SECONDS = 0.05
 
 
 class LedgerError(RuntimeError):
@@ -55,10 +65,14 @@ def append_journal(path: Path, record: dict[str, Any]) -> None:
         size = os.fstat(descriptor).st_size
         if size and os.pread(descriptor, 1, size - 1) != b"\n":
             line = "\n" + line  # a crash cut the last line: never glue a record onto it
+        if crash_points.crash_during(path):
+            os.write(descriptor, line.encode()[: len(line) // 2])
+            crash_points.die()
         os.write(descriptor, line.encode())
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+    crash_points.written(path, "journal")
 
 
 def read_journal(path: Path, offset: int = 0) -> list[dict[str, Any]]:
@@ -77,6 +91,45 @@ def read_journal(path: Path, offset: int = 0) -> list[dict[str, Any]]:
             if isinstance(record, dict):
                 records.append(record)
     return records
+
+
+class JournalSync:
+    """fsyncs a file descriptor at most ``interval`` seconds after each write, in a thread."""
+
+    def __init__(self, descriptor: int, interval: float) -> None:
+        self.descriptor = descriptor
+        self.interval = interval
+        self.error: OSError | None = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="lasp2-journal-sync", daemon=True)
+        self._thread.start()
+
+    def written(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        # _stopping is looked at after each clear(): a close() whose wake-up the clear() took
+        # would otherwise leave this thread waiting, and close() joining it, for ever
+        while not self._stopping:
+            self._wake.wait()
+            if self._stopping:
+                return
+            time.sleep(self.interval)  # more writes join this fsync
+            self._wake.clear()
+            self.sync()
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.descriptor)
+        except OSError as error:
+            self.error = error
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        self.sync()
 
 
 @dataclass
@@ -210,17 +263,27 @@ class Ledger:
         self.sequence = 0
         self._offset = 0
         self._journal: int | None = None  # the open journal (O_APPEND)
+        self._sync: JournalSync | None = None
         self._since_snapshot = 0
         self._snapshot_time = 0.0
+        self._snapshot_duration = 0.0
         self._ready = False  # set by load() or create(): never write over a ledger not read
         self._broken: str | None = None
+        self._pending: list[str] | None = None  # journal lines of the open batch
 
     @property
     def ready(self) -> bool:
         return self._ready
 
     def exists(self) -> bool:
-        return self.path.exists() or self.previous_path.exists() or self.journal_path.exists()
+        """Whether the campaign has a ledger: a snapshot, or a journal with something in it (an
+        empty journal without a snapshot is a create() that a kill cut short)."""
+        if self.path.exists() or self.previous_path.exists():
+            return True
+        try:
+            return self.journal_path.stat().st_size > 0
+        except FileNotFoundError:
+            return False
 
     def load(self) -> CampaignState:
         self.state, self.sequence, self._offset = read_ledger(self.directory)
@@ -245,32 +308,61 @@ class Ledger:
         self.snapshot()
 
     def record(self, event: Event) -> CampaignState:
-        """Apply ``event``, then make it durable: one journal line, fsynced."""
+        """Apply ``event``, then make it durable: one journal line, fsynced (or, inside a
+        :meth:`batch`, with the batch)."""
+        if self._pending is not None:
+            self._apply(event)
+            return self.state
         return self.record_all([event])
 
-    def record_all(self, events: list[Event]) -> CampaignState:
+    def record_all(self, events: Sequence[Event]) -> CampaignState:
         """Apply ``events`` in order and make them durable together (one write, one fsync):
         a crash keeps all of them or none."""
+        with self.batch():
+            for event in events:
+                self._apply(event)
+        return self.state
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Events recorded inside are applied at once (each sees the ones before) and made
+        durable together when it ends: one write, one fsync (group commit). Nothing may act on
+        them before the batch ends."""
+        if self._pending is not None:
+            yield  # nested: the outer batch commits
+            return
         if not self._ready or self._broken:
             raise LedgerError(self._broken or f"{self.path} was not loaded; nothing is recorded")
-        lines = []
-        for event in events:
-            try:
-                apply_in_place(self.state, event)
-            except Exception:
-                self._broken = "an event did not fit the state: reload the ledger"
-                raise
-            self.sequence += 1
-            record = {**event.to_dict(), "sequence": self.sequence}
-            lines.append(json.dumps(record, sort_keys=True, default=str) + "\n")
-        self._append("".join(lines).encode())
-        self._since_snapshot += len(events)
-        if (
-            self._since_snapshot >= self.snapshot_events
-            or time.monotonic() - self._snapshot_time >= self.snapshot_seconds
-        ):
-            self.snapshot()
-        return self.state
+        self._pending = []
+        try:
+            yield
+        finally:
+            lines, self._pending = self._pending, None
+            if lines:  # applied in memory: on disk too, or the head must stop (_append)
+                self._append("".join(lines).encode())
+                self._since_snapshot += len(lines)
+                if self._snapshot_due():
+                    self.snapshot()
+
+    def _snapshot_due(self) -> bool:
+        """Every ``snapshot_events`` events or ``snapshot_seconds``, stretched with the state's
+        size so that snapshots cost each event the same share in a long campaign (a restart
+        then replays at most a quarter of the tasks' events)."""
+        events = max(self.snapshot_events, len(self.state.tasks) // 4)
+        seconds = max(self.snapshot_seconds, 50 * self._snapshot_duration)
+        elapsed = time.monotonic() - self._snapshot_time
+        return self._since_snapshot >= events or elapsed >= seconds
+
+    def _apply(self, event: Event) -> None:
+        assert self._pending is not None
+        try:
+            apply_in_place(self.state, event)
+        except Exception:
+            self._broken = "an event did not fit the state: reload the ledger"
+            raise
+        self.sequence += 1
+        record = {**event.to_dict(), "sequence": self.sequence}
+        self._pending.append(json.dumps(record, sort_keys=True, default=str) + "\n")
 
     def set_head(self, head: HeadRecord) -> None:
         """The head's heartbeat: an event like any other (the journal is the only write)."""
@@ -280,6 +372,7 @@ class Ledger:
         self.close_journal()
         try:
             self._journal = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            self._sync = JournalSync(self._journal, SYNC_SECONDS)
             size = os.fstat(self._journal).st_size
             if size and os.pread(self._journal, 1, size - 1) != b"\n":
                 self._write(b"\n")  # a crash cut the last line: never glue an event onto it
@@ -294,15 +387,28 @@ class Ledger:
             raise _write_error(error, self.journal_path, "append an event") from None
 
     def _write(self, data: bytes) -> None:
-        assert self._journal is not None
-        written = os.write(self._journal, data)
-        if written != len(data):
-            raise OSError(errno.ENOSPC, "short write")
-        os.fsync(self._journal)
+        assert self._journal is not None and self._sync is not None
+        if self._sync.error is not None:  # an fsync of earlier events failed (EIO)
+            raise self._sync.error
+        if crash_points.crash_during(self.journal_path):
+            os.write(self._journal, data[: len(data) // 2])
+            crash_points.die()
+        try:
+            written = os.write(self._journal, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            # never a part of a batch on disk (its whole lines would be replayed): the journal
+            # as it was, which needs no space
+            os.ftruncate(self._journal, self._offset)
+            raise
+        self._sync.written()
         self._offset += written
+        crash_points.written(self.journal_path, "journal")
 
     def snapshot(self) -> None:
         """Write ledger.json (the one before kept as ledger.previous.json)."""
+        started = time.monotonic()
         payload = self.state.to_dict()
         payload.update(sequence=self.sequence, journal_offset=self._offset, written=time.time())
         text = json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n"
@@ -314,6 +420,7 @@ class Ledger:
             # the journal holds every event: a missing snapshot costs a longer replay only
             LOGGER.warning("%s: snapshot not written (%s)", self.path, error.strerror)
         self._since_snapshot = 0
+        self._snapshot_duration = time.monotonic() - started
         self._snapshot_time = time.monotonic()
 
     def close(self) -> None:
@@ -323,6 +430,9 @@ class Ledger:
         self.close_journal()
 
     def close_journal(self) -> None:
+        if self._sync is not None:
+            self._sync.close()  # the last events fsynced before the journal is closed
+            self._sync = None
         if self._journal is not None:
             os.close(self._journal)
             self._journal = None

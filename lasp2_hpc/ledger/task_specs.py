@@ -44,7 +44,8 @@ class TaskSpec:
     kind: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # shallow: a spec's values are plain JSON values, never changed in place
+        return {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls: type[S], data: Mapping[str, Any]) -> S:

@@ -37,6 +37,9 @@ class ParslSession:
         self._marking = contextlib.ExitStack()
         self._marking.enter_context(marked_processes_started(self.campaign_root))
         self._dfk = parsl.load(parsl_config(self.site, self.run_dir))
+        # Parsl's debug and info lines (several per task) cost the head more than its own work
+        # at hundreds of tasks per second; its warnings and errors stay in parsl.log
+        logging.getLogger("parsl").setLevel(logging.WARNING)
         self.apps = Apps(self.site)
 
     def submit(
