@@ -68,3 +68,112 @@ def test_driver_must_be_a_member():
     committee = Committee([random_model(two_element_settings())])
     with pytest.raises(ValueError, match="member index"):
         CommitteeCalculator(committee, driver=2)
+
+
+def test_compiled_evaluation_matches_torch_autograd():
+    """The CPU path (compiled networks and contraction) against torch autograd on the same
+    symmetry functions: energies, forces and virials of every member."""
+    import torch
+
+    from lasp2_hpc.hdnnp.committee import _evaluate_with_torch
+    from lasp2_hpc.hdnnp.evaluation import CommitteeEvaluator
+
+    settings = two_element_settings()
+    members = [random_model(settings, seed=s) for s in range(3)]
+    atoms = random_structure(seed=9)
+    geometry = (atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc)
+    calculator = members[0].symmetry_function_calculator()
+    compiled = CommitteeEvaluator(members).evaluate(calculator.compute_arrays(*geometry))
+    torch_path = _evaluate_with_torch(members, calculator, geometry)  # the GPU path, on the CPU
+    np.testing.assert_allclose(compiled.network_energies, torch_path.network_energies, rtol=1e-12)
+    np.testing.assert_allclose(compiled.forces, torch_path.forces, atol=1e-11)
+    np.testing.assert_allclose(compiled.virials, torch_path.virials, atol=1e-11)
+    # Unfinished pair slots (the committee's path) contract to the same forces and virials.
+    unfinished = CommitteeEvaluator(members).evaluate(
+        calculator.compute_arrays(*geometry, self_slots=False)
+    )
+    np.testing.assert_allclose(unfinished.forces, compiled.forces, atol=1e-12)
+    np.testing.assert_allclose(unfinished.virials, compiled.virials, atol=1e-12)
+    # Weights changed in place (as training does) are seen by the next evaluation.
+    evaluator = CommitteeEvaluator(members)
+    before = evaluator.evaluate(calculator.compute_arrays(*geometry))
+    with torch.no_grad():
+        members[1].networks["Cu"].linear_layers[0].bias.add_(0.5)
+    after = evaluator.evaluate(calculator.compute_arrays(*geometry))
+    assert after.network_energies[1] != pytest.approx(before.network_energies[1], rel=1e-6)
+    assert after.network_energies[0] == before.network_energies[0]
+
+
+@pytest.mark.parametrize("activation", list("ltsprgcSeh"))
+def test_every_n2p2_activation_gives_consistent_forces(activation):
+    """Forces are −dE/dR for every activation (the compiled networks' derivatives)."""
+    settings = two_element_settings()
+    settings.activations = activation * len(settings.hidden_nodes) + "l"
+    settings.normalize_nodes = activation in "se"  # also covers normalize_nodes
+    committee = Committee([random_model(settings)])
+    atoms = random_structure(seed=3)
+    forces = committee.predict(atoms).forces
+    step = 1e-5
+    for index, axis in ((1, 0), (5, 2)):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[index, axis] += step
+        minus.positions[index, axis] -= step
+        numeric = -(committee.predict(plus).energy - committee.predict(minus).energy) / (2 * step)
+        assert forces[index, axis] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+def test_extrapolation_is_counted_per_atom_outside_the_scaling_ranges():
+    """n2p2's extrapolation warnings: none on a structure the scaling was computed from; on a
+    squeezed copy, each atom's count is its number of functions outside [min, max]."""
+    model = random_model(two_element_settings())
+    committee = Committee([model, random_model(two_element_settings(), seed=8)])
+    inside = committee.predict(random_structure(0))  # one of random_model's scaling samples
+    assert inside.extrapolation_count == 0
+    assert not inside.extrapolations.any()
+    squeezed = random_structure(0)
+    squeezed.set_cell(squeezed.cell.array * 0.8, scale_atoms=True)
+    prediction = committee.predict(squeezed)
+    assert prediction.extrapolation_count > 0
+    arrays = model.symmetry_function_calculator().compute_arrays(
+        squeezed.positions, squeezed.numbers, squeezed.cell.array, squeezed.pbc, gradients=False
+    )
+    expected = np.zeros(len(squeezed), dtype=int)
+    for element, block in zip(model.settings.elements, arrays.elements, strict=True):
+        scaling = model.scaling[element]
+        outside = (block.values < scaling.minimum - 1e-9) | (block.values > scaling.maximum + 1e-9)
+        expected[block.atoms] = outside.sum(axis=1)
+    np.testing.assert_array_equal(prediction.member_extrapolations[0], expected)
+    calculator = CommitteeCalculator(committee)
+    squeezed.calc = calculator
+    squeezed.get_potential_energy()
+    np.testing.assert_array_equal(calculator.results["extrapolations"], prediction.extrapolations)
+
+
+def test_thread_setting_is_read_from_the_environment(monkeypatch):
+    import torch
+
+    from lasp2_hpc.hdnnp.numba_support import configured_threads, evaluation_threads
+
+    monkeypatch.delenv("LASP2_HDNNP_THREADS", raising=False)
+    assert configured_threads() == 1
+    monkeypatch.setenv("LASP2_HDNNP_THREADS", "2")
+    before = torch.get_num_threads()
+    with evaluation_threads():
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("LASP2_HDNNP_THREADS", "zero")
+    with pytest.raises(ValueError, match="LASP2_HDNNP_THREADS"):
+        configured_threads()
+
+
+def test_threads_sharing_a_committee_get_their_own_results():
+    """The kernels release the GIL and reuse buffers between calls: per thread, not shared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    committee = Committee([random_model(two_element_settings(), seed=s) for s in range(2)])
+    structures = [random_structure(seed=s) for s in range(6)]
+    serial = [committee.predict(a).member_forces for a in structures]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = list(pool.map(lambda a: committee.predict(a).member_forces, structures * 3))
+    for index, forces in enumerate(threaded):
+        np.testing.assert_array_equal(forces, serial[index % len(structures)])

@@ -1,5 +1,7 @@
 """n2p2 file formats: round trips, n2p2's symmetry-function order, and clear errors."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -59,7 +61,13 @@ def test_unknown_keyword_names_file_line_and_keyword(tmp_path):
     "line,fragment",
     [
         ("symfunction_short Au 5 Au 2.0 3.0 6.0", "type 5 is not supported"),
-        ("symfunction_short Au 3 Au Au 0.1 0.5 1.0 6.0", "lambda must be"),
+        ("symfunction_short Au 28 Au -6.0 6.0 p2", "pre-release n2p2 number"),
+        ("symfunction_short Au 20 Au -6.0 6.0 p7", "subtype 'p7'"),
+        ("symfunction_short Au 20 Au 7.0 6.0 p2", "rl = 7.0 is above rc"),
+        ("symfunction_short Au 22 Au Au -6.0 6.0 -30.0 60.0 p2", "centred on 0 or 180"),
+        ("symfunction_short Au 22 Au Au -6.0 6.0 90.0 60.0 p2", "below angle_right"),
+        ("symfunction_short Au 12 Au 2.0 3.0 6.0", "needs 'E 12 eta rs rc'"),
+        ("global_hidden_layers_electrostatic 2", "charge equilibration"),
         ("symfunction_short Au 2 Xx 2.0 3.0 6.0", "not a chemical element"),
         ("symfunction_short Au 2 Au two 3.0 6.0", "not a number"),
         ("elements Au", "given twice"),
@@ -133,11 +141,27 @@ def test_weight_count_mismatch_is_explained(tmp_path, data_dir):
                      HdnnpModel.layer_sizes(settings, "O"))  # fmt: skip
 
 
-def test_foreign_model_needs_explicit_units(data_dir):
-    with pytest.raises(ModelUnitsError, match="--length-unit"):
-        HdnnpModel.load(data_dir / "n2p2/H2O_RPBE-D3")
-    model = HdnnpModel.load(data_dir / "n2p2/H2O_RPBE-D3", units=ModelUnits("bohr", "hartree"))
+def test_foreign_model_units_come_from_n2p2_header_or_must_be_given(data_dir, tmp_path):
+    # n2p2's examples state "# Length unit     : Bohr" and "# Energy unit     : Ha".
+    model = HdnnpModel.load(data_dir / "n2p2/H2O_RPBE-D3")
+    assert model.units == ModelUnits("bohr", "hartree")
     assert model.units.ev_per_energy == pytest.approx(27.211386, rel=1e-6)
+    assert HdnnpModel.load(data_dir / "n2p2/Cu2S_PBE").units == ModelUnits("angstrom", "eV")
+    # Given units win over the header (here: compare in the files' own numbers).
+    given = HdnnpModel.load(data_dir / "n2p2/H2O_RPBE-D3", units=ModelUnits("angstrom", "eV"))
+    assert given.units.ev_per_energy == 1.0
+    # Without the header lines: the clear error of before.
+    bare = tmp_path / "bare"
+    shutil.copytree(data_dir / "n2p2/H2O_RPBE-D3", bare)
+    text = (bare / "input.nn").read_text()
+    (bare / "input.nn").write_text(
+        "\n".join(line for line in text.splitlines() if " unit " not in line) + "\n"
+    )
+    with pytest.raises(ModelUnitsError, match="--length-unit"):
+        HdnnpModel.load(bare)
+    (bare / "input.nn").write_text("# Length unit : Bohr\n" + text.replace("# Energy unit", "#"))
+    with pytest.raises(ModelUnitsError, match="states only its length unit"):
+        HdnnpModel.load(bare)
 
 
 def test_bohr_hartree_model_predicts_in_ev_and_angstrom(data_dir):

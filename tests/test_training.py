@@ -113,3 +113,38 @@ def test_cli_reports_bad_settings_without_traceback(tmp_path, capsys, small_data
                  "--seed", "0", "-o", str(tmp_path / "m")])  # fmt: skip
     assert code == 2
     assert "cutoff" in capsys.readouterr().err
+
+
+def test_cli_predicts_foreign_n2p2_model_in_its_header_units(data_dir, tmp_path, capsys):
+    """n2p2's H2O potential states "# Length unit : Bohr" / "# Energy unit : Ha": `lasp2 hdnnp
+    predict` needs no unit flags, and reports n2p2's own energy converted to eV."""
+    import json
+
+    import ase.io
+    from ase.units import Bohr, Hartree
+
+    from lasp2_hpc.hdnnp.input_data import read_input_data
+
+    directory = data_dir / "n2p2" / "H2O_RPBE-D3"
+    atoms = read_input_data(directory / "input.data")[0]  # numbers in Bohr
+    atoms.set_cell(atoms.cell.array * Bohr, scale_atoms=True)
+    ase.io.write(tmp_path / "water.extxyz", atoms)
+    assert main(["hdnnp", "predict", str(directory), str(tmp_path / "water.extxyz")]) == 0
+    fields = capsys.readouterr().out.splitlines()[1].split()
+    reference = json.loads((directory / "reference.json").read_text())["energy"]
+    assert float(fields[2]) == pytest.approx(reference * Hartree, rel=1e-9)
+
+
+def test_command_line_starts_without_the_engine():
+    """`lasp2 --help` must not import torch or numba (seconds of start-up on a login node)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lasp2_hpc.cli.main as m; m.build_parser().format_help(); "
+        "print(' '.join(x for x in ('torch', 'numba', 'parsl') if x in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""

@@ -1,21 +1,20 @@
-"""``lasp2 hdnnp``: inspect and train n2p2-compatible potentials without writing Python."""
+"""``lasp2 hdnnp``: inspect and train n2p2-compatible potentials without writing Python.
+
+The engine (torch, numba, ase.io) is imported inside the commands, so that ``lasp2 --help`` and
+every other command start without it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import ase.io
-import numpy as np
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
+if TYPE_CHECKING:
+    from ase import Atoms
 
-from lasp2_hpc.hdnnp.committee import Committee
-from lasp2_hpc.hdnnp.input_data import read_input_data
-from lasp2_hpc.hdnnp.model import ModelUnits
-from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
-from lasp2_hpc.hdnnp.training import train_member
+    from lasp2_hpc.hdnnp.model import ModelUnits
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +31,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "argument is the structure file",
     )  # fmt: skip
     predict.add_argument("-o", "--output", type=Path, help="write results as extended XYZ")
-    predict.add_argument("--length-unit", help="length unit of a foreign model (angstrom, bohr)")
+    predict.add_argument(
+        "--length-unit",
+        help="length unit of a foreign model (angstrom, bohr); default: the units its input.nn "
+        "header states ('# Length unit : Bohr', as n2p2's examples do)",
+    )
     predict.add_argument("--energy-unit", help="energy unit of a foreign model (eV, hartree)")
     predict.set_defaults(handler=run_predict)
 
@@ -45,6 +48,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def read_structures(path: Path) -> list[Atoms]:
+    import ase.io
+
+    from lasp2_hpc.hdnnp.input_data import read_input_data
+
     if not path.exists():
         raise FileNotFoundError(f"structure file {path} does not exist")
     if path.name.endswith("input.data") or path.suffix == ".data":
@@ -53,6 +60,8 @@ def read_structures(path: Path) -> list[Atoms]:
 
 
 def _units(arguments: argparse.Namespace) -> ModelUnits | None:
+    from lasp2_hpc.hdnnp.model import ModelUnits
+
     if arguments.length_unit is None and arguments.energy_unit is None:
         return None
     if arguments.length_unit is None or arguments.energy_unit is None:
@@ -61,6 +70,12 @@ def _units(arguments: argparse.Namespace) -> ModelUnits | None:
 
 
 def run_predict(arguments: argparse.Namespace) -> int:
+    import ase.io
+    import numpy as np
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from lasp2_hpc.hdnnp.committee import Committee
+
     if len(arguments.models) < 2:
         raise ValueError("usage: lasp2 hdnnp predict MODEL_DIR [MODEL_DIR ...] STRUCTURES")
     *model_paths, structure_path = arguments.models
@@ -96,6 +111,9 @@ def run_predict(arguments: argparse.Namespace) -> int:
 
 
 def run_train(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
+    from lasp2_hpc.hdnnp.training import train_member
+
     setup = HdnnpSetup.from_file(arguments.config) if arguments.config else HdnnpSetup()
     structures = read_structures(arguments.data)
     _, metrics = train_member(structures, setup, seed=arguments.seed, output=arguments.output)

@@ -22,7 +22,9 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
+from lasp2_hpc.hdnnp.evaluation import CommitteeEvaluator, Evaluation
 from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits
+from lasp2_hpc.hdnnp.numba_support import evaluation_threads
 
 
 @dataclass
@@ -32,6 +34,9 @@ class CommitteePrediction:
     energies: np.ndarray  # (K,) per member
     member_forces: np.ndarray  # (K, n, 3)
     member_stresses: np.ndarray | None  # (K, 3, 3) in eV/Å³, None for non-periodic or not asked
+    # n2p2's extrapolation warnings per member and atom: how many of the atom's raw symmetry
+    # functions lie outside that member's scaling.data [min, max] (None: not counted).
+    member_extrapolations: np.ndarray | None = None  # (K, n)
 
     @property
     def energy(self) -> float:
@@ -65,6 +70,20 @@ class CommitteePrediction:
         return float(self.forces_std_components.max())
 
     @property
+    def extrapolations(self) -> np.ndarray:
+        """Per atom, the largest extrapolation-warning count of any member, (n,)."""
+        if self.member_extrapolations is None:
+            return np.zeros(self.member_forces.shape[1], dtype=np.int64)
+        return self.member_extrapolations.max(axis=0)
+
+    @property
+    def extrapolation_count(self) -> int:
+        """Per structure, as n2p2 counts: the most warnings any member has over all atoms."""
+        if self.member_extrapolations is None:
+            return 0
+        return int(self.member_extrapolations.sum(axis=1).max())
+
+    @property
     def stress(self) -> np.ndarray | None:
         return None if self.member_stresses is None else self.member_stresses.mean(axis=0)
 
@@ -95,6 +114,14 @@ class Committee:
                     break
             else:
                 self._groups.append(([index], member.symmetry_function_calculator()))
+        # Members on the CPU are evaluated by the compiled kernels; members placed on a GPU
+        # keep the torch path.
+        self._evaluators = [
+            CommitteeEvaluator([self.members[k] for k in indices])
+            if all(self.members[k].device.type == "cpu" for k in indices)
+            else None
+            for indices, _ in self._groups
+        ]
 
     @classmethod
     def load(
@@ -125,34 +152,64 @@ class Committee:
         n_members = len(self.members)
         energies = np.zeros(n_members)
         forces = np.zeros((n_members, len(atoms), 3))
+        extrapolations = np.zeros((n_members, len(atoms)), dtype=np.int64)
         periodic = bool(atoms.pbc.all())
         stresses = np.zeros((n_members, 3, 3)) if stress and periodic else None
         volume = atoms.get_volume() if periodic else 0.0
         numbers = atoms.get_atomic_numbers()
-        for indices, calculator in self._groups:
-            first = self.members[indices[0]]
-            length = first.units.angstrom_per_length
-            with torch.no_grad():
-                descriptors = calculator.compute(
-                    atoms.positions / length,
-                    numbers,
-                    atoms.cell.array / length if atoms.pbc.any() else None,
-                    atoms.pbc,
-                )
-            for k in indices:
+        for (indices, calculator), evaluator in zip(self._groups, self._evaluators, strict=True):
+            length = self.members[indices[0]].units.angstrom_per_length
+            geometry = (
+                atoms.positions / length,
+                numbers,
+                atoms.cell.array / length if atoms.pbc.any() else None,
+                atoms.pbc,
+            )
+            if evaluator is not None:
+                arrays = calculator.compute_arrays(*geometry, self_slots=False, reuse_memory=True)
+                result = evaluator.evaluate(arrays)
+            else:
+                result = _evaluate_with_torch([self.members[k] for k in indices], calculator,
+                                              geometry)  # fmt: skip
+            for position, k in enumerate(indices):
                 member = self.members[k]
-                energy, gradients = member.network_energy(descriptors)
-                assert gradients is not None
-                with torch.no_grad():
-                    member_forces, virial = descriptors.forces_and_virial(
-                        [g.unsqueeze(0) for g in gradients]
-                    )
                 energy_unit = member.units.ev_per_energy
-                energies[k] = (float(energy.detach()) + member.energy_offset(numbers)) * energy_unit
-                forces[k] = member_forces[0].cpu().numpy() * energy_unit / length
+                energies[k] = (
+                    result.network_energies[position] + member.energy_offset(numbers)
+                ) * energy_unit
+                forces[k] = result.forces[position] * energy_unit / length
+                extrapolations[k] = result.extrapolations[position]
                 if stresses is not None:
-                    stresses[k] = virial[0].cpu().numpy() * energy_unit / volume
-        return CommitteePrediction(energies, forces, stresses)
+                    stresses[k] = result.virials[position] * energy_unit / volume
+        return CommitteePrediction(energies, forces, stresses, extrapolations)
+
+
+def _evaluate_with_torch(
+    members: Sequence[HdnnpModel], calculator: SymmetryFunctionCalculator, geometry: tuple
+) -> Evaluation:
+    """The evaluation for members on a GPU: torch networks, autograd for dE/dG."""
+    with evaluation_threads():
+        return _torch_evaluation(members, calculator, geometry)
+
+
+def _torch_evaluation(
+    members: Sequence[HdnnpModel], calculator: SymmetryFunctionCalculator, geometry: tuple
+) -> Evaluation:
+    with torch.no_grad():
+        descriptors = calculator.compute(*geometry)
+    energies, forces, virials = [], [], []
+    for member in members:
+        energy, gradients = member.network_energy(descriptors)
+        assert gradients is not None
+        with torch.no_grad():
+            member_forces, virial = descriptors.forces_and_virial(
+                [g.unsqueeze(0) for g in gradients]
+            )
+        energies.append(float(energy.detach()))
+        forces.append(member_forces[0].cpu().numpy())
+        virials.append(virial[0].cpu().numpy())
+    counts = np.zeros((len(members), descriptors.n_atoms), dtype=np.int64)
+    return Evaluation(np.array(energies), np.array(forces), np.array(virials), counts)
 
 
 class CommitteeCalculator(Calculator):
@@ -161,7 +218,7 @@ class CommitteeCalculator(Calculator):
     Energy and forces are the committee mean, or those of one member when ``driver`` is given
     (lasp2 drives MD with one member and uses the others only to measure disagreement).
     ``results`` also holds ``gamma``, ``gamma_component``, ``forces_std`` (σ_α per atom),
-    ``energies`` and ``member_forces``.
+    ``energies``, ``member_forces`` and ``extrapolations`` (n2p2's warnings per atom).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012
@@ -203,6 +260,7 @@ class CommitteeCalculator(Calculator):
             "forces_std": prediction.forces_std,
             "gamma": prediction.gamma,
             "gamma_component": prediction.gamma_component,
+            "extrapolations": prediction.extrapolations,
         }
         if stress is not None:
             # ASE's sign convention: stress = (1/V) dE/dstrain, Voigt order xx yy zz yz xz xy.

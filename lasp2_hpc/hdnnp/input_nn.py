@@ -9,8 +9,7 @@ different potential than the user asked for.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,9 +22,17 @@ from lasp2_hpc.hdnnp.n2p2_keywords import (
     KNOWN_KEYWORDS,
     REPEATABLE_KEYWORDS,
     UNSUPPORTED_KEYWORDS,
+    unsupported_reason,
+)
+from lasp2_hpc.hdnnp.sf_types import (
+    SymmetryFunction,
+    check_element,
+    format_number,
+    parse_float,
+    parse_int,
+    parse_symmetry_function,
 )
 
-SUPPORTED_SYMMETRY_FUNCTION_TYPES = (2, 3, 9)
 SUPPORTED_CUTOFF_TYPES = range(0, 9)
 ACTIVATION_CODES = "ltsprgcSeh"
 
@@ -49,40 +56,6 @@ _INTERPRETED = {
     "conv_energy",
     "conv_length",
 }
-
-
-@dataclass(frozen=True, order=False)
-class SymmetryFunction:
-    """One atom-centred symmetry function as written in ``input.nn``.
-
-    ``neighbors`` holds one element (type 2) or two (types 3 and 9); for angular functions the
-    pair is stored the way n2p2 stores it, lower element index first.
-    """
-
-    element: str
-    sf_type: int
-    neighbors: tuple[str, ...]
-    eta: float
-    rc: float
-    rs: float = 0.0
-    lambda_: float = 0.0
-    zeta: float = 0.0
-
-    @property
-    def is_angular(self) -> bool:
-        return self.sf_type in (3, 9)
-
-    def to_line(self) -> str:
-        if self.sf_type == 2:
-            return (
-                f"symfunction_short {self.element} 2 {self.neighbors[0]} "
-                f"{_num(self.eta)} {_num(self.rs)} {_num(self.rc)}"
-            )
-        return (
-            f"symfunction_short {self.element} {self.sf_type} {self.neighbors[0]} "
-            f"{self.neighbors[1]} {_num(self.eta)} {_num(self.lambda_)} {_num(self.zeta)} "
-            f"{_num(self.rc)} {_num(self.rs)}"
-        )
 
 
 @dataclass
@@ -127,22 +100,10 @@ class NnpSettings:
         own = [sf for sf in self.symmetry_functions if sf.element == element]
         return sorted(own, key=self._sort_key)
 
-    def _sort_key(self, sf: SymmetryFunction) -> tuple[float, ...]:
-        # n2p2 (Element::sortSymmetryFunctions, SymFnc*::operator<) orders by type, cutoff
-        # type and alpha, rc, eta, rs, then zeta and lambda for angular functions, then the
-        # neighbour element indices.
-        neighbor_indices = tuple(float(self.element_index(e)) for e in sf.neighbors)
-        key: tuple[float, ...] = (
-            float(sf.sf_type),
-            float(self.cutoff_type),
-            self.cutoff_alpha,
-            sf.rc,
-            sf.eta,
-            sf.rs,
-        )
-        if sf.is_angular:
-            key += (sf.zeta, sf.lambda_)
-        return key + neighbor_indices
+    def _sort_key(self, sf: SymmetryFunction) -> tuple:
+        # n2p2 (Element::sortSymmetryFunctions, SymFnc*::operator<): see sf_types.
+        index = {e: k for k, e in enumerate(self.elements)}
+        return sf.sort_key(index, (self.cutoff_type, self.cutoff_alpha))
 
     def with_symmetry_functions(self, functions: Iterable[SymmetryFunction]) -> NnpSettings:
         return replace(self, symmetry_functions=list(functions))
@@ -151,114 +112,6 @@ class NnpSettings:
 def sort_elements(elements: Iterable[str]) -> list[str]:
     """Elements ordered by atomic number, as n2p2 orders them everywhere."""
     return sorted(set(elements), key=lambda e: atomic_numbers[e])
-
-
-def _num(value: float) -> str:
-    if float(value).is_integer() and abs(value) < 1e15:
-        return f"{value:.1f}"
-    return repr(float(value))
-
-
-def _float(path: Path, line_number: int, keyword: str, token: str) -> float:
-    try:
-        value = float(token)
-    except ValueError:
-        raise N2p2FormatError(
-            path,
-            f"'{token}' is not a number",
-            line_number=line_number,
-            keyword=keyword,
-            hint="write a plain decimal number such as 6.0 or 2.5E-01",
-        ) from None
-    if not math.isfinite(value):
-        raise N2p2FormatError(
-            path, f"'{token}' is not finite", line_number=line_number, keyword=keyword
-        )
-    return value
-
-
-def _int(path: Path, line_number: int, keyword: str, token: str) -> int:
-    try:
-        return int(token)
-    except ValueError:
-        raise N2p2FormatError(
-            path,
-            f"'{token}' is not an integer",
-            line_number=line_number,
-            keyword=keyword,
-        ) from None
-
-
-def _check_element(path: Path, line_number: int, keyword: str, element: str) -> None:
-    if element not in atomic_numbers:
-        raise N2p2FormatError(
-            path,
-            f"'{element}' is not a chemical element",
-            line_number=line_number,
-            keyword=keyword,
-            hint="use the element symbol with its capitalisation, e.g. Au or Cu",
-        )
-
-
-def _parse_symmetry_function(
-    path: Path, line_number: int, keyword: str, args: Sequence[str]
-) -> SymmetryFunction:
-    if len(args) < 2:
-        raise N2p2FormatError(path, "too few arguments", line_number=line_number, keyword=keyword)
-    element = args[0]
-    _check_element(path, line_number, keyword, element)
-    sf_type = _int(path, line_number, keyword, args[1])
-    if sf_type not in SUPPORTED_SYMMETRY_FUNCTION_TYPES:
-        raise N2p2FormatError(
-            path,
-            f"symmetry function type {sf_type} is not supported (supported: 2, 3, 9)",
-            line_number=line_number,
-            keyword=keyword,
-            hint="use radial type 2 and angular types 3 or 9",
-        )
-    if sf_type == 2:
-        if len(args) != 6:
-            raise N2p2FormatError(
-                path,
-                f"type 2 needs 'E 2 E1 eta rs rc' (6 arguments), got {len(args)}",
-                line_number=line_number,
-                keyword=keyword,
-            )
-        _check_element(path, line_number, keyword, args[2])
-        eta, rs, rc = (_float(path, line_number, keyword, t) for t in args[3:6])
-        function = SymmetryFunction(element, 2, (args[2],), eta=eta, rc=rc, rs=rs)
-    else:
-        if len(args) not in (8, 9):
-            raise N2p2FormatError(
-                path,
-                f"type {sf_type} needs 'E {sf_type} E1 E2 eta lambda zeta rc [rs]' "
-                f"(8 or 9 arguments), got {len(args)}",
-                line_number=line_number,
-                keyword=keyword,
-            )
-        _check_element(path, line_number, keyword, args[2])
-        _check_element(path, line_number, keyword, args[3])
-        eta, lambda_, zeta, rc = (_float(path, line_number, keyword, t) for t in args[4:8])
-        rs = _float(path, line_number, keyword, args[8]) if len(args) == 9 else 0.0
-        if lambda_ not in (-1.0, 1.0):
-            raise N2p2FormatError(
-                path,
-                f"lambda must be +1 or -1, got {lambda_}",
-                line_number=line_number,
-                keyword=keyword,
-            )
-        pair = tuple(sorted((args[2], args[3]), key=lambda e: atomic_numbers[e]))
-        function = SymmetryFunction(
-            element, sf_type, pair, eta=eta, rc=rc, rs=rs, lambda_=lambda_, zeta=zeta
-        )
-    if function.rc <= 0 or function.eta < 0:
-        raise N2p2FormatError(
-            path,
-            "cutoff radius must be > 0 and eta >= 0",
-            line_number=line_number,
-            keyword=keyword,
-        )
-    return function
 
 
 def parse_input_nn(text: str, path: str | Path = "input.nn") -> NnpSettings:
@@ -287,14 +140,14 @@ def parse_input_nn(text: str, path: str | Path = "input.nn") -> NnpSettings:
         ):
             raise N2p2FormatError(
                 path,
-                "n2p2 knows this keyword, but lasp2_hpc does not implement what it asks for "
-                "(per-element network shapes, 4G-HDNNP electrostatics)",
+                "n2p2 knows this keyword, but lasp2_hpc does not implement what it asks for: "
+                + unsupported_reason(keyword),
                 line_number=line_number,
                 keyword=keyword,
                 hint="use global_* network settings and a short-range (2G) potential",
             )
         if keyword == "symfunction_short":
-            functions.append(_parse_symmetry_function(path, line_number, keyword, args))
+            functions.append(parse_symmetry_function(path, line_number, keyword, args))
             continue
         if keyword == "atom_energy":
             if len(args) != 2:
@@ -304,8 +157,8 @@ def parse_input_nn(text: str, path: str | Path = "input.nn") -> NnpSettings:
                     line_number=line_number,
                     keyword=keyword,
                 )
-            _check_element(path, line_number, keyword, args[0])
-            atom_energies[args[0]] = _float(path, line_number, keyword, args[1])
+            check_element(path, line_number, keyword, args[0])
+            atom_energies[args[0]] = parse_float(path, line_number, keyword, args[1])
             continue
         if keyword in values and keyword not in REPEATABLE_KEYWORDS:
             raise N2p2FormatError(
@@ -331,74 +184,93 @@ def _required(path: Path, values: dict[str, tuple[int, list[str]]], key: str) ->
     return values[key][1]
 
 
-def _build_settings(
-    path: Path,
-    values: dict[str, tuple[int, list[str]]],
-    functions: list[SymmetryFunction],
-    atom_energies: dict[str, float],
-    extra: list[tuple[str, str]],
-) -> NnpSettings:
-    def line_of(key: str) -> int | None:
-        return values[key][0] if key in values else None
+@dataclass
+class _Keywords:
+    """The single-valued keywords of one file, with their line numbers, for parsing."""
 
-    elements = _required(path, values, "elements")
+    path: Path
+    values: dict[str, tuple[int, list[str]]]
+
+    def line_of(self, key: str) -> int:
+        return self.values[key][0] if key in self.values else 0
+
+    def required(self, key: str) -> list[str]:
+        return _required(self.path, self.values, key)
+
+    def integer(self, key: str, token: str) -> int:
+        return parse_int(self.path, self.line_of(key), key, token)
+
+    def number(self, key: str) -> float | None:
+        if key not in self.values:
+            return None
+        return parse_float(self.path, self.line_of(key), key, self.values[key][1][0])
+
+    def error(self, key: str, message: str, hint: str | None = None) -> N2p2FormatError:
+        line = self.line_of(key) or None
+        return N2p2FormatError(self.path, message, line_number=line, keyword=key, hint=hint)
+
+
+def _elements(keywords: _Keywords) -> list[str]:
+    elements = keywords.required("elements")
     for element in elements:
-        _check_element(path, line_of("elements") or 0, "elements", element)
-    if "number_of_elements" in values:
-        declared = _int(
-            path,
-            line_of("number_of_elements") or 0,
-            "number_of_elements",
-            values["number_of_elements"][1][0],
+        check_element(keywords.path, keywords.line_of("elements"), "elements", element)
+    if "number_of_elements" in keywords.values:
+        declared = keywords.integer(
+            "number_of_elements", keywords.values["number_of_elements"][1][0]
         )
         if declared != len(elements):
-            raise N2p2FormatError(
-                path,
+            raise keywords.error(
+                "number_of_elements",
                 f"number_of_elements is {declared} but 'elements' lists {len(elements)}",
-                line_number=line_of("number_of_elements"),
-                keyword="number_of_elements",
             )
-    cutoff_args = _required(path, values, "cutoff_type")
-    cutoff_type = _int(path, line_of("cutoff_type") or 0, "cutoff_type", cutoff_args[0])
+    return elements
+
+
+def _cutoff(keywords: _Keywords) -> tuple[int, float]:
+    arguments = keywords.required("cutoff_type")
+    cutoff_type = keywords.integer("cutoff_type", arguments[0])
     if cutoff_type not in SUPPORTED_CUTOFF_TYPES:
-        raise N2p2FormatError(
-            path,
-            f"cutoff type {cutoff_type} does not exist (0..8)",
-            line_number=line_of("cutoff_type"),
-            keyword="cutoff_type",
-        )
+        raise keywords.error("cutoff_type", f"cutoff type {cutoff_type} does not exist (0..8)")
     alpha = (
-        _float(path, line_of("cutoff_type") or 0, "cutoff_type", cutoff_args[1])
-        if len(cutoff_args) > 1
+        parse_float(keywords.path, keywords.line_of("cutoff_type"), "cutoff_type", arguments[1])
+        if len(arguments) > 1
         else 0.0
     )
-    n_layers = _int(
-        path,
-        line_of("global_hidden_layers_short") or 0,
-        "global_hidden_layers_short",
-        _required(path, values, "global_hidden_layers_short")[0],
-    )
+    if not 0.0 <= alpha < 1.0:  # n2p2's CutoffFunction::setCutoffParameter
+        raise keywords.error("cutoff_type", f"alpha must be in [0, 1), got {alpha}")
+    return cutoff_type, alpha
+
+
+def _network(keywords: _Keywords) -> tuple[list[int], str]:
+    key = "global_hidden_layers_short"
+    n_layers = keywords.integer(key, keywords.required(key)[0])
     nodes = [
-        _int(path, line_of("global_nodes_short") or 0, "global_nodes_short", t)
-        for t in _required(path, values, "global_nodes_short")
+        keywords.integer("global_nodes_short", t) for t in keywords.required("global_nodes_short")
     ]
-    activations = "".join(_required(path, values, "global_activation_short"))
+    activations = "".join(keywords.required("global_activation_short"))
     if len(nodes) != n_layers or len(activations) != n_layers + 1:
         raise N2p2FormatError(
-            path,
+            keywords.path,
             f"{n_layers} hidden layers need {n_layers} node counts and {n_layers + 1} "
             f"activations (hidden layers and output), got {len(nodes)} and {len(activations)}",
             keyword="global_nodes_short",
         )
     for code in activations:
         if code not in ACTIVATION_CODES:
-            raise N2p2FormatError(
-                path,
+            raise keywords.error(
+                "global_activation_short",
                 f"activation '{code}' is not supported",
-                line_number=line_of("global_activation_short"),
-                keyword="global_activation_short",
                 hint=f"use one of {', '.join(ACTIVATION_CODES)}",
             )
+    return nodes, activations
+
+
+def _check_references(
+    path: Path,
+    elements: list[str],
+    functions: list[SymmetryFunction],
+    atom_energies: dict[str, float],
+) -> None:
     for sf in functions:
         for element in (sf.element, *sf.neighbors):
             if element not in elements:
@@ -412,6 +284,20 @@ def _build_settings(
             raise N2p2FormatError(
                 path, f"atom_energy for {element}, not in 'elements'", keyword="atom_energy"
             )
+
+
+def _build_settings(
+    path: Path,
+    values: dict[str, tuple[int, list[str]]],
+    functions: list[SymmetryFunction],
+    atom_energies: dict[str, float],
+    extra: list[tuple[str, str]],
+) -> NnpSettings:
+    keywords = _Keywords(path, values)
+    elements = _elements(keywords)
+    cutoff_type, alpha = _cutoff(keywords)
+    nodes, activations = _network(keywords)
+    _check_references(path, elements, functions, atom_energies)
     norm_keys = [k for k in ("mean_energy", "conv_energy", "conv_length") if k in values]
     if norm_keys and len(norm_keys) != 3:
         raise N2p2FormatError(
@@ -420,12 +306,7 @@ def _build_settings(
             f"only {', '.join(norm_keys)}",
             keyword=norm_keys[0],
         )
-
-    def number(key: str) -> float | None:
-        if key not in values:
-            return None
-        return _float(path, line_of(key) or 0, key, values[key][1][0])
-
+    scale_max = keywords.number("scale_max_short")
     settings = NnpSettings(
         elements=list(elements),
         cutoff_type=cutoff_type,
@@ -436,13 +317,13 @@ def _build_settings(
         scale="scale_symmetry_functions" in values,
         center="center_symmetry_functions" in values,
         scale_sigma="scale_symmetry_functions_sigma" in values,
-        scale_min=number("scale_min_short") or 0.0,
-        scale_max=number("scale_max_short") if "scale_max_short" in values else 1.0,  # type: ignore[arg-type]
+        scale_min=keywords.number("scale_min_short") or 0.0,
+        scale_max=1.0 if scale_max is None else scale_max,
         normalize_nodes="normalize_nodes" in values,
         atom_energies=atom_energies,
-        mean_energy=number("mean_energy"),
-        conv_energy=number("conv_energy"),
-        conv_length=number("conv_length"),
+        mean_energy=keywords.number("mean_energy"),
+        conv_energy=keywords.number("conv_energy"),
+        conv_length=keywords.number("conv_length"),
         extra=extra,
     )
     for element in settings.elements:
@@ -478,7 +359,7 @@ def format_input_nn(settings: NnpSettings, header: str = "") -> str:
     ]
     for element, energy in settings.atom_energies.items():
         lines.append(f"atom_energy {element} {energy!r}")
-    lines.append(f"cutoff_type {settings.cutoff_type} {_num(settings.cutoff_alpha)}")
+    lines.append(f"cutoff_type {settings.cutoff_type} {format_number(settings.cutoff_alpha)}")
     if settings.scale:
         lines.append("scale_symmetry_functions")
     if settings.scale_sigma:
@@ -486,8 +367,8 @@ def format_input_nn(settings: NnpSettings, header: str = "") -> str:
     if settings.center:
         lines.append("center_symmetry_functions")
     lines += [
-        f"scale_min_short {_num(settings.scale_min)}",
-        f"scale_max_short {_num(settings.scale_max)}",
+        f"scale_min_short {format_number(settings.scale_min)}",
+        f"scale_max_short {format_number(settings.scale_max)}",
         f"global_hidden_layers_short {len(settings.hidden_nodes)}",
         f"global_nodes_short {' '.join(str(n) for n in settings.hidden_nodes)}",
         f"global_activation_short {' '.join(settings.activations)}",

@@ -8,6 +8,7 @@ examples are in Bohr and Hartree) is loaded with its units given explicitly.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,37 @@ def read_model_units(directory: Path) -> ModelUnits | None:
         ) from None
 
 
+# How n2p2's example input.nn files state their units in header comments
+# ("# Length unit     : Bohr", "# Energy unit     : Ha").
+_HEADER_UNIT = re.compile(r"^#\s*(length|energy)\s+unit\s*:\s*(\S+)", re.IGNORECASE)
+_UNIT_SPELLINGS = {"ha": "hartree", "ry": "rydberg", "å": "angstrom", "ang": "angstrom", "ev": "eV"}
+
+
+def units_from_input_nn_header(path: Path) -> ModelUnits | None:
+    """The units an ``input.nn`` states in n2p2's header comments, or None if it states none.
+
+    A header that names only one of the two, or a unit this project does not know, is an error:
+    guessing the other would silently scale energies or forces.
+    """
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        match = _HEADER_UNIT.match(line.strip())
+        if match:
+            name = match.group(2).lower()
+            found.setdefault(match.group(1).lower(), _UNIT_SPELLINGS.get(name, name))
+    if not found:
+        return None
+    if len(found) == 1:
+        raise ModelUnitsError(
+            f"{path} states only its {next(iter(found))} unit in its header; give both units "
+            "explicitly (--length-unit/--energy-unit)"
+        )
+    try:
+        return ModelUnits(found["length"], found["energy"])
+    except ModelUnitsError as error:
+        raise ModelUnitsError(f"{path} header: {error}") from None
+
+
 def write_model_units(directory: Path, units: ModelUnits) -> None:
     """The file that tells lasp2 the units of the n2p2 files beside it (n2p2 records none)."""
     metadata = {
@@ -152,19 +184,7 @@ class HdnnpModel:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"model directory {directory} does not exist")
-        recorded = read_model_units(directory)
-        if recorded is None and units is None:
-            raise ModelUnitsError(
-                f"{directory} has no {METADATA_FILE}, so the units of its n2p2 files are unknown; "
-                "give them explicitly (Python: units=ModelUnits('bohr', 'hartree'); command "
-                "line: --length-unit/--energy-unit)"
-            )
-        if recorded is not None and units is not None and recorded != units:
-            raise ModelUnitsError(
-                f"{directory / METADATA_FILE} records units {recorded}, but {units} were given"
-            )
-        chosen = units or recorded
-        assert chosen is not None
+        chosen = cls._units_of(directory, units)
         settings = read_input_nn(directory / "input.nn")
         scaling = read_scaling_data(directory / "scaling.data", settings)
         networks = {}
@@ -181,6 +201,26 @@ class HdnnpModel:
             network.set_layers(read_weights(path, network.layer_sizes))
             networks[element] = network.to(device)
         return cls(settings, scaling, networks, chosen, dtype, device)
+
+    @staticmethod
+    def _units_of(directory: Path, given: ModelUnits | None) -> ModelUnits:
+        """Given units, else lasp2-model.json, else the units n2p2's header comments state."""
+        recorded = read_model_units(directory)
+        if recorded is not None and given is not None and recorded != given:
+            raise ModelUnitsError(
+                f"{directory / METADATA_FILE} records units {recorded}, but {given} were given"
+            )
+        chosen = given or recorded
+        if chosen is None and (directory / "input.nn").exists():
+            chosen = units_from_input_nn_header(directory / "input.nn")
+        if chosen is None:
+            raise ModelUnitsError(
+                f"{directory} has no {METADATA_FILE} and its input.nn states no units (n2p2's "
+                "'# Length unit : Bohr' and '# Energy unit : Ha' header lines), so the units of "
+                "its n2p2 files are unknown; give them explicitly (Python: "
+                "units=ModelUnits('bohr', 'hartree'); command line: --length-unit/--energy-unit)"
+            )
+        return chosen
 
     def save(self, directory: str | Path, header: str = "") -> None:
         directory = Path(directory)

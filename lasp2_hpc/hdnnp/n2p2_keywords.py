@@ -151,6 +151,16 @@ UNSUPPORTED_KEYWORDS: frozenset[str] = frozenset(
     }
 )
 
+
+def unsupported_reason(keyword: str) -> str:
+    """What an unsupported keyword asks for, in words, for error messages."""
+    if keyword.startswith("element_") and keyword.endswith("_short"):
+        return "network shapes or activations that differ between elements"
+    if keyword == "nnp_type":
+        return "a potential other than a short-range 2G-HDNNP (4G-HDNNP: charge equilibration)"
+    return "4G-HDNNP charge equilibration and electrostatics (charges, Ewald sums, screening)"
+
+
 # Keywords that define the potential (not its training): lasp2 writes them from its HDNNP
 # settings, so a trainer's extra keywords must not repeat them.
 POTENTIAL_KEYWORDS = frozenset(

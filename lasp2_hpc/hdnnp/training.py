@@ -194,10 +194,49 @@ def train_member(
     start = time.perf_counter()
     options: TrainingSettings = setup.training
     device = choose_device(options.device)
+    rng = np.random.default_rng(seed)
+    model, batches, full_train, validation = _prepare(structures, setup, seed, device, rng)
+    monitor = validation if validation is not None else full_train
+    epoch, best_epoch = _adam(model, batches, monitor, options, rng, seed)
+    if options.lbfgs_iterations > 0:
+        _restore(model, _refine_with_lbfgs(model, full_train, monitor, options))
+    train_energy, train_force = _errors(model, full_train)
+    validation_errors = _errors(model, validation) if validation is not None else None
+    metrics = TrainingMetrics(
+        seed=seed,
+        n_train=len(structures) - (validation.energies.numel() if validation else 0),
+        n_validation=validation.energies.numel() if validation else 0,
+        energy_rmse_mev_per_atom_train=1e3 * train_energy,
+        energy_rmse_mev_per_atom_validation=(
+            1e3 * validation_errors[0] if validation_errors else None
+        ),
+        force_rmse_mev_per_angstrom_train=1e3 * train_force,
+        force_rmse_mev_per_angstrom_validation=(
+            1e3 * validation_errors[1] if validation_errors else None
+        ),
+        epochs=epoch,
+        best_epoch=best_epoch,
+        wall_time_s=time.perf_counter() - start,
+        device=str(device),
+    )
+    model = _to_cpu(model)
+    if output is not None:
+        save_member(model, metrics, output)
+    return model, metrics
+
+
+def _prepare(
+    structures: Sequence[Atoms],
+    setup: HdnnpSetup,
+    seed: int,
+    device: torch.device,
+    rng: np.random.Generator,
+) -> tuple[HdnnpModel, list[_Batch], _Batch, _Batch | None]:
+    """Symmetry functions once, scaling, a new model, and the train/validation batches."""
+    options = setup.training
     elements = sorted({s for a in structures for s in a.get_chemical_symbols()})
     settings = setup.nnp_settings(elements)
     settings.atom_energies = fit_atom_energies(structures, settings.elements)
-
     calculator = SymmetryFunctionCalculator(settings, dtype=torch.float64, device="cpu")
     descriptors = [
         calculator.compute(a.positions, a.numbers, a.cell.array if a.pbc.any() else None, a.pbc)
@@ -205,34 +244,35 @@ def train_member(
     ]
     scaling = compute_scaling(descriptors, settings)
     model = HdnnpModel.new(settings, scaling, seed=seed, units=ANGSTROM_EV, device=device)
-
-    rng = np.random.default_rng(seed)
     order = rng.permutation(len(structures))
-    n_validation = round(options.validation_fraction * len(structures))
-    n_validation = min(n_validation, len(structures) - 1)
+    n_validation = min(round(options.validation_fraction * len(structures)), len(structures) - 1)
     validation_ids, train_ids = order[:n_validation], order[n_validation:]
+
+    def batch(ids: np.ndarray) -> _Batch:
+        return _batch([descriptors[i] for i in ids], [structures[i] for i in ids], model)
+
     batches = [
-        _batch([descriptors[i] for i in chunk], [structures[i] for i in chunk], model)
+        batch(chunk)
         for chunk in np.array_split(train_ids, max(1, len(train_ids) // options.batch_size))
     ]
-    full_train = _batch(
-        [descriptors[i] for i in train_ids], [structures[i] for i in train_ids], model
-    )
-    validation = (
-        _batch(
-            [descriptors[i] for i in validation_ids], [structures[i] for i in validation_ids], model
-        )
-        if n_validation
-        else None
-    )
-    del descriptors
+    return model, batches, batch(train_ids), batch(validation_ids) if n_validation else None
 
+
+def _adam(
+    model: HdnnpModel,
+    batches: list[_Batch],
+    monitor: _Batch,
+    options: TrainingSettings,
+    rng: np.random.Generator,
+    seed: int,
+) -> tuple[int, int]:
+    """Adam epochs with plateau halving and early stopping; leaves the best parameters in the
+    model. Returns (epochs run, best epoch)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=0.5, patience=max(5, options.patience // 4),
         min_lr=options.minimum_learning_rate,
     )  # fmt: skip
-    monitor = validation if validation is not None else full_train
     best_loss, best_epoch = float("inf"), 0
     best_state = [p.detach().clone() for p in model.parameters()]
     epoch = 0
@@ -260,32 +300,7 @@ def train_member(
         if epoch - best_epoch >= options.patience:
             break
     _restore(model, best_state)
-    if options.lbfgs_iterations > 0:
-        best_state = _refine_with_lbfgs(model, full_train, monitor, options)
-        _restore(model, best_state)
-    train_energy, train_force = _errors(model, full_train)
-    validation_errors = _errors(model, validation) if validation is not None else None
-    metrics = TrainingMetrics(
-        seed=seed,
-        n_train=len(train_ids),
-        n_validation=n_validation,
-        energy_rmse_mev_per_atom_train=1e3 * train_energy,
-        energy_rmse_mev_per_atom_validation=(
-            1e3 * validation_errors[0] if validation_errors else None
-        ),
-        force_rmse_mev_per_angstrom_train=1e3 * train_force,
-        force_rmse_mev_per_angstrom_validation=(
-            1e3 * validation_errors[1] if validation_errors else None
-        ),
-        epochs=epoch,
-        best_epoch=best_epoch,
-        wall_time_s=time.perf_counter() - start,
-        device=str(device),
-    )
-    model = _to_cpu(model)
-    if output is not None:
-        save_member(model, metrics, output)
-    return model, metrics
+    return epoch, best_epoch
 
 
 def _restore(model: HdnnpModel, state: Sequence[torch.Tensor]) -> None:
