@@ -131,7 +131,9 @@ def train_member(
         structures = StructureDatabase(campaign / spec.database).select(hashes)
         launch = execution.profile(spec.trainer)
         trainer = registry.trainer(spec.trainer, spec.trainer_parameters, launch)
-        metrics = trainer.train(structures, spec.potential, spec.seed, campaign / spec.output)
+        start_from = campaign / spec.start_from if spec.start_from else None
+        output = campaign / spec.output
+        metrics = trainer.train(structures, spec.potential, spec.seed, output, start_from)
         return TrainingResult(metrics=metrics).to_dict()
 
     return run_idempotent(work, compute)

@@ -16,6 +16,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.langevin import Langevin
 
 from lasp2_hpc.atomic import atomic_write_text
+from lasp2_hpc.campaign.catalogue import EXAMPLE_NAMES
 from lasp2_hpc.campaign.settings import CAMPAIGN_FILE
 from lasp2_hpc.engines.base import thermalize
 from lasp2_hpc.examples.gold import fcc_bulk, slab_100
@@ -285,6 +286,7 @@ EXAMPLES = {
     "experiment-3-larger": write_experiment_3_larger,
     "complete-database": write_complete_database,
 }
+assert tuple(EXAMPLES) == EXAMPLE_NAMES, "lasp2_hpc/campaign/catalogue.py names every example"
 
 
 def write_example(directory: str | Path, name: str) -> Path:

@@ -12,7 +12,7 @@ from ase import Atoms
 from lasp2_hpc.atomic import atomic_write_bytes
 from lasp2_hpc.campaign.opening import Campaign
 from lasp2_hpc.campaign.settings import WalkerSettings
-from lasp2_hpc.database.store import StructureDatabase
+from lasp2_hpc.database.store import LABEL_HASH_KEY, StructureDatabase
 from lasp2_hpc.engines.base import thermalize
 from lasp2_hpc.ledger.planning import MdPolicy, OraclePolicy, Policy, TrainingPolicy, WalkerPolicy
 from lasp2_hpc.ledger.state import DatabaseEntry, WalkerRecord
@@ -42,6 +42,8 @@ def build_policy(campaign: Campaign) -> Policy:
             trainer_parameters=settings.committee.trainer.parameters,
             potential=potential,
             database=campaign.layout.database_relative,
+            warm=settings.committee.retraining.mode == "warm",
+            scratch_every=settings.committee.retraining.scratch_every,
         ),
         labels_per_retrain=settings.labelling.labels_per_retrain,
         max_labels=settings.labelling.max_labels,
@@ -122,6 +124,14 @@ def initial_database(campaign: Campaign) -> list[DatabaseEntry]:
     hashes = StructureDatabase(campaign.layout.database).add(structures)
     relative = campaign.settings.initial_database
     return [
-        DatabaseEntry(h, {"source": "initial", "file": relative, "index": i})
-        for i, h in enumerate(hashes)
+        DatabaseEntry(
+            h,
+            {
+                "source": "initial",
+                "file": relative,
+                "index": i,
+                "label_hash": atoms.info[LABEL_HASH_KEY],
+            },
+        )
+        for i, (h, atoms) in enumerate(zip(hashes, structures, strict=True))
     ]

@@ -13,9 +13,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
+from lasp2_hpc.hdnnp.potential_settings import (
+    AngularSet,
+    HdnnpSetup,
+    RadialGrid,
+    TrainingSettings,
+)
 from lasp2_hpc.properties.probes import PropertySettings
-from lasp2_hpc.schema import SettingsError, from_mapping, load_yaml_mapping
+from lasp2_hpc.schema import (
+    Bound,
+    FieldError,
+    Identifier,
+    SettingsError,
+    above,
+    at_least,
+    bounded,
+    declare_bounds,
+    from_mapping,
+    identifier_problem,
+    load_yaml_mapping,
+)
 
 LOGGER = logging.getLogger(__name__)
 CAMPAIGN_FILE = "campaign.yaml"
@@ -29,6 +46,27 @@ class EngineSettings:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+SEED = at_least(0, 2**32 - 1)  # numpy's seeds
+STEPS = at_least(1, 10**10)
+
+
+@bounded(scratch_every=at_least(0, 10**6))
+@dataclass
+class RetrainingSettings:
+    """How a new committee version is trained: each member from new weights (``scratch``, the
+    original method), or continuing from the previous version's same member (``warm``: a short
+    schedule), with a version from new weights every ``scratch_every`` versions to keep the
+    members diverse and honest (0: never)."""
+
+    mode: Literal["scratch", "warm"] = "scratch"
+    scratch_every: int = 5
+
+    def __post_init__(self) -> None:
+        if self.scratch_every < 0:
+            raise ValueError("scratch_every must be >= 0")
+
+
+@bounded(size=Bound(high=64), seeds=SEED)  # size >= 2 and driver: __post_init__
 @dataclass
 class CommitteeSettings:
     size: int = 4
@@ -36,18 +74,22 @@ class CommitteeSettings:
     driver: int = 0  # the member that drives MD
     trainer: EngineSettings = field(default_factory=lambda: EngineSettings("hdnnp"))
     hdnnp: HdnnpSetup = field(default_factory=HdnnpSetup)  # the potential, whichever trainer
+    retraining: RetrainingSettings = field(default_factory=RetrainingSettings)
 
     def __post_init__(self) -> None:
         if self.size < 2:
-            raise ValueError("committee size must be >= 2: one member has no disagreement")
+            raise FieldError("size", "committee size must be >= 2: one member has no disagreement")
         if not self.seeds:
             self.seeds = list(range(1, self.size + 1))
         if len(self.seeds) != self.size or len(set(self.seeds)) != self.size:
-            raise ValueError(f"seeds must be {self.size} different integers, one per member")
+            raise FieldError(
+                "seeds", f"seeds must be {self.size} different integers, one per member"
+            )
         if not 0 <= self.driver < self.size:
-            raise ValueError(f"driver must be a member index 0..{self.size - 1}")
+            raise FieldError("driver", f"driver must be a member index 0..{self.size - 1}")
 
 
+@bounded(friction=above(0, 10.0), time_constant=above(0, 1e7))
 @dataclass
 class ThermostatSettings:
     # None: the MD engine's own default (ASE: langevin; LAMMPS: Nosé–Hoover, fix nvt)
@@ -56,13 +98,22 @@ class ThermostatSettings:
     time_constant: float = 100.0  # fs, Bussi and Nosé–Hoover
 
     def __post_init__(self) -> None:
-        if self.friction <= 0 or self.time_constant <= 0:
-            raise ValueError("friction and time_constant must be > 0")
+        for name in ("friction", "time_constant"):  # also when built in code, not read
+            if not getattr(self, name) > 0:
+                raise FieldError(name, f"{name} must be > 0")
 
 
+@bounded(
+    temperature=above(0, 1e5),  # K
+    timestep=above(0, 100.0),  # fs
+    total_steps=STEPS,
+    check_interval=STEPS,
+    segment_steps=STEPS,
+    seed=SEED,
+)
 @dataclass
 class WalkerSettings:
-    name: str
+    name: Identifier  # a folder of the campaign: walkers/NAME/
     structure: str | None = None  # a file any ASE reader knows, relative to the campaign
     builder: str | None = None  # gold:fcc, gold:bcc, gold:100, gold:111, gold:110
     temperature: float = 300.0  # K
@@ -75,19 +126,23 @@ class WalkerSettings:
 
     def __post_init__(self) -> None:
         if (self.structure is None) == (self.builder is None):
-            raise ValueError(f"walker {self.name!r}: give exactly one of structure or builder")
-        if self.temperature <= 0 or self.timestep <= 0:
-            raise ValueError(f"walker {self.name!r}: temperature and timestep must be > 0")
-        if self.total_steps < 1 or self.check_interval < 1 or self.segment_steps < 1:
-            raise ValueError(
-                f"walker {self.name!r}: total_steps, check_interval, segment_steps must be >= 1"
+            raise FieldError(
+                "structure", f"walker {self.name!r}: give exactly one of structure or builder"
             )
+        for name in ("temperature", "timestep"):
+            if not getattr(self, name) > 0:
+                raise FieldError(name, f"walker {self.name!r}: {name} must be > 0")
+        for name in ("total_steps", "check_interval", "segment_steps"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"walker {self.name!r}: {name} must be >= 1")
         if self.segment_steps % self.check_interval:
-            raise ValueError(
-                f"walker {self.name!r}: segment_steps must be a multiple of check_interval"
+            raise FieldError(
+                "segment_steps",
+                f"walker {self.name!r}: segment_steps must be a multiple of check_interval",
             )
 
 
+@bounded(trigger=above(0, 1000.0), upper=above(0, 1e6))  # eV/Å
 @dataclass
 class GammaSettings:
     trigger: float  # eV/Å
@@ -95,12 +150,19 @@ class GammaSettings:
     variant: Literal["atom", "component"] = "atom"
 
     def __post_init__(self) -> None:
-        if self.trigger <= 0:
-            raise ValueError("trigger must be > 0 eV/Å")
-        if self.upper is not None and self.upper <= self.trigger:
-            raise ValueError("upper must be larger than trigger")
+        if not self.trigger > 0:
+            raise FieldError("trigger", "trigger must be > 0 eV/Å")
+        if self.upper is not None and not self.upper > self.trigger:
+            raise FieldError("upper", "upper must be larger than trigger")
 
 
+@bounded(
+    labels_per_retrain=at_least(1, 10**6),
+    max_labels=at_least(1, 10**7),
+    max_iterations=at_least(1, 10**5),
+    dedup_steps=at_least(0, 10**10),
+    dedup_rmsd=at_least(0, 100.0),  # Å
+)
 @dataclass
 class LabellingSettings:
     labels_per_retrain: int = 1
@@ -110,22 +172,31 @@ class LabellingSettings:
     dedup_rmsd: float = 0.05  # Å, structures closer than this to a pending one are skipped
 
     def __post_init__(self) -> None:
-        if self.labels_per_retrain < 1 or self.max_labels < 1 or self.max_iterations < 1:
-            raise ValueError("labels_per_retrain, max_labels and max_iterations must be >= 1")
-        if self.dedup_steps < 0 or self.dedup_rmsd < 0:
-            raise ValueError("dedup_steps and dedup_rmsd must be >= 0")
+        for name in ("labels_per_retrain", "max_labels", "max_iterations"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"{name} must be >= 1")
+        for name in ("dedup_steps", "dedup_rmsd"):
+            if not getattr(self, name) >= 0:
+                raise FieldError(name, f"{name} must be >= 0")
 
 
+@bounded(steps_without_trigger=at_least(0, 10**10), max_rollbacks=at_least(0, 10**6))
 @dataclass
 class ConvergenceSettings:
     steps_without_trigger: int = 0  # 0: walkers run to total_steps
     max_rollbacks: int = 5  # consecutive explosions before a walker is given up
 
     def __post_init__(self) -> None:
-        if self.steps_without_trigger < 0 or self.max_rollbacks < 0:
-            raise ValueError("steps_without_trigger and max_rollbacks must be >= 0")
+        for name in ("steps_without_trigger", "max_rollbacks"):
+            if getattr(self, name) < 0:
+                raise FieldError(name, f"{name} must be >= 0")
 
 
+@bounded(
+    max_attempts=at_least(1, 1000),
+    max_timeouts=at_least(1, 1000),
+    max_infrastructure_failures=at_least(1, 10**6),
+)
 @dataclass
 class CampaignSettings:
     elements: list[str]
@@ -151,25 +222,85 @@ class CampaignSettings:
     max_infrastructure_failures: int = 20
 
     def __post_init__(self) -> None:
-        if not self.elements:
-            raise ValueError("elements must list at least one element")
+        self._check_elements()
         if not self.walkers:
-            raise ValueError("walkers must list at least one walker")
-        names = [w.name for w in self.walkers]
-        if len(set(names)) != len(names):
-            raise ValueError("walker names must be unique")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
-        if self.max_timeouts < 1:
-            raise ValueError("max_timeouts must be >= 1")
-        if self.max_infrastructure_failures < 1:
-            raise ValueError("max_infrastructure_failures must be >= 1")
-        names = [p.name for p in self.properties]
-        if len(set(names)) != len(names):
-            raise ValueError("properties names must be unique")
+            raise FieldError("walkers", "walkers must list at least one walker")
+        _refuse_repeated([w.name for w in self.walkers], "walkers", "walker names")
+        for name in ("max_attempts", "max_timeouts", "max_infrastructure_failures"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"{name} must be >= 1")
+        for index, probe in enumerate(self.properties):
+            problem = identifier_problem(probe.name)
+            if problem is not None:
+                raise FieldError(f"properties[{index}].name", problem, "rename it")
+            if probe.element not in self.elements:
+                raise FieldError(
+                    f"properties[{index}].element",
+                    f"{probe.element!r} is not among elements {self.elements}: the committee "
+                    "knows only those",
+                    "give one of elements",
+                )
+        _refuse_repeated([p.name for p in self.properties], "properties", "properties names")
+
+    def _check_elements(self) -> None:
+        from ase.data import chemical_symbols
+
+        if not self.elements:
+            raise FieldError("elements", "elements must list at least one element")
+        for index, symbol in enumerate(self.elements):
+            if symbol not in chemical_symbols[1:]:
+                raise FieldError(
+                    f"elements[{index}]",
+                    f"{symbol!r} is not a chemical element",
+                    "write symbols as Au, Cu, O",
+                )
+        _refuse_repeated(self.elements, "elements", "elements")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _refuse_repeated(values: list[str], key: str, what: str) -> None:
+    seen: dict[str, int] = {}
+    for index, value in enumerate(values):
+        if value in seen:
+            raise FieldError(
+                f"{key}[{index}]",
+                f"{what} must be unique: {value!r} is given at {key}[{seen[value]}] too",
+            )
+        seen[value] = index
+
+
+# The potential's settings (defined with the trainer) in the ranges a campaign can train; beyond
+# them a value is a slip that would be found only after hours of training, or never.
+declare_bounds(
+    HdnnpSetup,
+    cutoff=above(0, 30.0),
+    cutoff_alpha=at_least(0, 1.0),
+    hidden_nodes=at_least(1, 10_000),
+)
+declare_bounds(RadialGrid, count=at_least(1, 1000), r_min=at_least(0, 30.0), r_max=above(0, 30.0),
+               eta=above(0, 1e4))  # fmt: skip
+declare_bounds(AngularSet, eta=at_least(0, 1e4), zeta=above(0, 1e3))
+declare_bounds(
+    TrainingSettings,
+    epochs=at_least(1, 10**6),
+    batch_size=at_least(1, 10**6),
+    learning_rate=above(0, 10.0),
+    minimum_learning_rate=at_least(0, 10.0),
+    energy_weight=at_least(0, 1e9),
+    force_weight=at_least(0, 1e9),
+    patience=at_least(1, 10**6),
+    lbfgs_iterations=at_least(0, 10**6),
+)
+declare_bounds(
+    PropertySettings,
+    layers=at_least(3, 200),
+    vacuum=above(0, 1000.0),
+    fmax=above(0, 100.0),
+    points=at_least(5, 1000),
+    lattice_guess=above(0, 100.0),
+)
 
 
 def load_campaign_settings(directory: str | Path) -> CampaignSettings:
@@ -225,7 +356,9 @@ def migrate_engine_shape(data: dict[str, Any], path: Path) -> dict[str, Any]:
             "them so (docs/campaign.md, 'Engines')", path, ", ".join(old),
         )  # fmt: skip
     for key, role in (("committee.trainer", "trainer"), ("md", "md"), ("oracle", "oracle")):
-        section = data.get("committee", {}).get("trainer") if role == "trainer" else data.get(key)
+        committee = data.get("committee")
+        trainer = committee.get("trainer") if isinstance(committee, dict) else None
+        section = trainer if role == "trainer" else data.get(key)
         _refuse_launch_keys(section, key, path)
     return data
 
@@ -251,26 +384,38 @@ def _check_references(settings: CampaignSettings, path: Path) -> None:
 
     directory = path.parent
     database = directory / settings.initial_database
-    if not database.exists():
+    if not database.is_file():
         raise SettingsError(
             path,
             "initial_database",
-            f"{database} does not exist",
+            f"{database} {'is not a file' if database.exists() else 'does not exist'}",
             "give an extxyz file of labelled structures",
         )
+    check_structures(
+        database, settings.elements, path, "initial_database", labelled=True, every_frame=True
+    )
     for index, walker in enumerate(settings.walkers):
         key = f"walkers[{index}]"
-        if walker.structure is not None and not (directory / walker.structure).exists():
-            raise SettingsError(
-                path, f"{key}.structure", f"{directory / walker.structure} does not exist",
-                "give a path relative to the campaign directory",
-            )  # fmt: skip
+        if walker.structure is not None:
+            structure = directory / walker.structure
+            if not structure.is_file():
+                raise SettingsError(
+                    path, f"{key}.structure",
+                    f"{structure} {'is not a file' if structure.exists() else 'does not exist'}",
+                    "give a path relative to the campaign directory",
+                )  # fmt: skip
+            check_structures(structure, settings.elements, path, f"{key}.structure")
         if walker.builder is not None:
             family, _, kind = walker.builder.partition(":")
             if family != "gold" or kind not in BUILDERS:
                 raise SettingsError(
                     path, f"{key}.builder", f"unknown builder {walker.builder!r}",
                     f"use one of {', '.join('gold:' + k for k in BUILDERS)}",
+                )  # fmt: skip
+            if "Au" not in settings.elements:
+                raise SettingsError(
+                    path, f"{key}.builder", f"{walker.builder} builds gold, which is not among "
+                    f"elements {settings.elements}", "add Au to elements or give a structure",
                 )  # fmt: skip
     for role, key, choice in engine_choices(settings):
         check_engine_choice(role, key, choice, path)
@@ -280,6 +425,61 @@ def _check_references(settings: CampaignSettings, path: Path) -> None:
         raise SettingsError(
             path, "committee.hdnnp.elements", "differs from elements", "leave it out"
         )
+
+
+def check_structures(
+    file: Path,
+    elements: list[str],
+    path: Path,
+    key: str,
+    labelled: bool = False,
+    every_frame: bool = False,
+) -> None:
+    """A structure file the campaign names, read (never run) before anything is computed: it
+    must hold atoms of the campaign's elements at finite positions (and, for a database, finite
+    energies and forces), or the first MD segment or training would fail an hour later."""
+    import ase.io
+    import numpy as np
+
+    try:
+        read = ase.io.read(file, index=":" if every_frame else -1)
+    except Exception as error:  # any reader's failure: a message, never a traceback
+        raise SettingsError(
+            path, key, f"{file} cannot be read as structures ({type(error).__name__}: {error})",
+            "give a file ASE reads (extxyz, POSCAR, .traj...)",
+        ) from None  # fmt: skip
+    frames = read if isinstance(read, list) else [read]
+    if not frames:
+        raise SettingsError(path, key, f"{file} holds no structure", "give a structure file")
+    for index, atoms in enumerate(frames):
+        where = f"{file}, structure {index}" if every_frame else str(file)
+        if len(atoms) == 0:
+            raise SettingsError(path, key, f"{where} has no atoms", "give a structure with atoms")
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+        if unknown:
+            raise SettingsError(
+                path, key, f"{where} has elements {unknown} missing from elements {elements}",
+                "add them to elements, or give a structure of the campaign's elements",
+            )  # fmt: skip
+        if not np.isfinite(atoms.positions).all() or not np.isfinite(atoms.cell.array).all():
+            raise SettingsError(path, key, f"{where} has non-finite positions or cell")
+        if labelled:
+            _check_label(atoms, where, path, key)
+
+
+def _check_label(atoms: Any, where: str, path: Path, key: str) -> None:
+    import numpy as np
+
+    try:
+        energy = atoms.get_potential_energy()
+        forces = atoms.get_forces()
+    except Exception:
+        raise SettingsError(
+            path, key, f"{where} has no energy and forces",
+            "the initial database must hold labelled structures (extxyz with energy= and forces)",
+        ) from None  # fmt: skip
+    if not np.isfinite(energy) or not np.isfinite(forces).all():
+        raise SettingsError(path, key, f"{where} has a non-finite energy or forces")
 
 
 def engine_choices(settings: CampaignSettings) -> list[tuple[str, str, EngineSettings]]:

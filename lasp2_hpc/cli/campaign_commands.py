@@ -11,16 +11,20 @@ import sys
 import time
 from pathlib import Path
 
-from lasp2_hpc.campaign.examples import EXAMPLES, write_example
+from lasp2_hpc.campaign.catalogue import EXAMPLE_NAMES
 from lasp2_hpc.ledger.state import CampaignState
 from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, LedgerWriteError, read_ledger_file
 
-EXIT_BUSY = 3
-EXIT_LEDGER = 4
-EXIT_NOT_WRITTEN = 5  # the disk is full (or read-only...): free space, then run again
-EXIT_BLOCKED = 6  # a task waits for the operator to fix a setup error
-EXIT_INFRASTRUCTURE = 7  # the infrastructure keeps losing a task: the campaign is not finished
-EXIT_INTERRUPTED = 130
+# the exit codes, one table for every command: lasp2_hpc/cli/errors.py
+from lasp2_hpc.cli.errors import (  # noqa: E402 - after the imports above, kept apart
+    EXIT_BAD_INPUT,
+    EXIT_BLOCKED,
+    EXIT_BUSY,
+    EXIT_INFRASTRUCTURE,
+    EXIT_INTERRUPTED,
+    EXIT_LEDGER,
+    EXIT_NOT_WRITTEN,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -33,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _register_campaign(commands: argparse._SubParsersAction) -> None:
     init = commands.add_parser("init", help="write a ready-to-run campaign directory")
     init.add_argument("directory", type=Path)
-    init.add_argument("--example", required=True, choices=sorted(EXAMPLES))
+    init.add_argument("--example", required=True, choices=sorted(EXAMPLE_NAMES))
     init.set_defaults(handler=run_init)
 
     run = commands.add_parser("run", help="run a campaign in the foreground until it finishes")
@@ -161,6 +165,8 @@ def _register_outputs(commands: argparse._SubParsersAction) -> None:
 
 
 def run_init(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.campaign.examples import write_example
+
     try:
         directory = write_example(arguments.directory, arguments.example)
     except FileExistsError as error:

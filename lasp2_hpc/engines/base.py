@@ -72,10 +72,16 @@ class Trainer(Engine):
     role: ClassVar[Role] = "trainer"
 
     def train(
-        self, structures: Sequence[Atoms], potential: dict[str, Any], seed: int, output: Path
+        self,
+        structures: Sequence[Atoms],
+        potential: dict[str, Any],
+        seed: int,
+        output: Path,
+        start_from: Path | None = None,
     ) -> dict[str, Any]:
         """Train one member of the ``potential`` (committee.hdnnp) on labelled ``structures``,
-        write it to ``output``; return its metrics."""
+        write it to ``output``; return its metrics. ``start_from``: the member of the previous
+        committee to continue from (a warm start), None: from new weights."""
         raise NotImplementedError
 
 

@@ -32,12 +32,17 @@ class HdnnpTrainer(Trainer):
         return NoSettings()
 
     def train(
-        self, structures: Sequence[Atoms], potential: dict[str, Any], seed: int, output: Path
+        self,
+        structures: Sequence[Atoms],
+        potential: dict[str, Any],
+        seed: int,
+        output: Path,
+        start_from: Path | None = None,
     ) -> dict[str, Any]:
         from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
         from lasp2_hpc.hdnnp.training import train_member
         from lasp2_hpc.schema import from_mapping
 
         setup = from_mapping(HdnnpSetup, potential, prefix="committee.hdnnp.")
-        _, metrics = train_member(structures, setup, seed, output)
-        return asdict(metrics)
+        _, metrics = train_member(structures, setup, seed, output, start_from)
+        return {**asdict(metrics), "warm_start": start_from is not None}

@@ -56,7 +56,12 @@ class InstantTrainer(Trainer):
     settings_type: ClassVar[type] = InstantSettings
 
     def train(
-        self, structures: Sequence[Atoms], potential: dict[str, Any], seed: int, output: Path
+        self,
+        structures: Sequence[Atoms],
+        potential: dict[str, Any],
+        seed: int,
+        output: Path,
+        start_from: Path | None = None,
     ) -> dict[str, Any]:
         time.sleep(self.settings.seconds)
         output.mkdir(parents=True, exist_ok=True)

@@ -137,8 +137,9 @@ def check_training_keyword(keyword: str) -> None:
         )
     if main.startswith("use_old_weights"):
         raise ValueError(
-            f"keywords.{keyword}: every member starts from new weights (its seed); lasp2 writes "
-            "no weights.*.data for n2p2 to start from"
+            f"keywords.{keyword}: lasp2 sets it for a warm start (committee.retraining.mode: "
+            "warm), from the previous committee's member; otherwise a member starts from new "
+            "weights (its seed)"
         )
     if main in POTENTIAL_KEYWORDS or keyword in POTENTIAL_KEYWORDS:
         raise ValueError(
@@ -160,14 +161,18 @@ def _keyword_line(keyword: str, value: Any) -> str | None:
 
 
 def training_keywords(
-    settings: N2p2Settings, setup: HdnnpSetup, seed: int
+    settings: N2p2Settings, setup: HdnnpSetup, seed: int, warm: bool = False
 ) -> list[tuple[str, Any]]:
-    """The training part of input.nn: campaign values, then n2p2's defaults under the user's."""
+    """The training part of input.nn: campaign values, then n2p2's defaults under the user's.
+    ``warm``: continue from the weights.*.data in the run (the previous member's), with the
+    short warm schedule."""
     campaign: dict[str, Any] = {
         "random_seed": seed,
-        "epochs": setup.training.epochs,
+        "epochs": setup.training.warm_epochs if warm else setup.training.epochs,
         "test_fraction": setup.training.validation_fraction,
     }
+    if warm:
+        campaign["use_old_weights_short"] = True
     # a user's spelling replaces the default of the same meaning (short_energy_fraction and
     # energy_fraction are one keyword to n2p2, and both at once a duplicate it refuses)
     user_meanings = {KEYWORD_ALIASES.get(k, k) for k in settings.keywords}
@@ -180,11 +185,16 @@ def training_keywords(
 
 
 def input_nn_text(
-    nnp: NnpSettings, settings: N2p2Settings, setup: HdnnpSetup, seed: int, header: str
+    nnp: NnpSettings,
+    settings: N2p2Settings,
+    setup: HdnnpSetup,
+    seed: int,
+    header: str,
+    warm: bool = False,
 ) -> str:
     extra = [
         (keyword, line[len(keyword) :].strip())
-        for keyword, value in training_keywords(settings, setup, seed)
+        for keyword, value in training_keywords(settings, setup, seed, warm)
         if (line := _keyword_line(keyword, value)) is not None
     ]
     with_training = NnpSettings(**{**nnp.__dict__, "extra": [*nnp.extra, *extra]})
@@ -347,10 +357,17 @@ class N2p2Trainer(Trainer):
         )
 
     def prepare(
-        self, structures: Sequence[Atoms], setup: HdnnpSetup, seed: int, run: Path
+        self,
+        structures: Sequence[Atoms],
+        setup: HdnnpSetup,
+        seed: int,
+        run: Path,
+        start_from: Path | None = None,
     ) -> NnpSettings:
         """input.nn and input.data in ``run`` (a fresh directory: no stale epoch files; the
-        previous attempt's, if any, is kept as ``n2p2-run.previous`` for its logs)."""
+        previous attempt's, if any, is kept as ``n2p2-run.previous`` for its logs). With
+        ``start_from`` its weights and reference energies are the start (n2p2's
+        ``use_old_weights_short``); n2p2 scales with the new data."""
         if len(structures) < 2:
             raise ValueError("training needs at least two labelled structures")
         if run.exists():
@@ -362,18 +379,31 @@ class N2p2Trainer(Trainer):
         elements = sorted({s for a in structures for s in a.get_chemical_symbols()})
         nnp = setup.nnp_settings(elements)
         nnp.atom_energies = fit_atom_energies(structures, nnp.elements)
+        if start_from is not None:
+            continued = HdnnpModel.load(start_from, units=ANGSTROM_EV)
+            nnp.atom_energies = dict(continued.settings.atom_energies)
+            for number in (atomic_numbers[e] for e in nnp.elements):
+                shutil.copyfile(
+                    start_from / weights_file_name(number), run / weights_file_name(number)
+                )
         header = f"written by lasp2_hpc for n2p2, member seed {seed}; units: Å, eV"
-        atomic_write_text(run / "input.nn", input_nn_text(nnp, self.settings, setup, seed, header))
+        text = input_nn_text(nnp, self.settings, setup, seed, header, start_from is not None)
+        atomic_write_text(run / "input.nn", text)
         write_input_data(structures, run / "input.data")
         return nnp
 
     def train(
-        self, structures: Sequence[Atoms], potential: dict[str, Any], seed: int, output: Path
+        self,
+        structures: Sequence[Atoms],
+        potential: dict[str, Any],
+        seed: int,
+        output: Path,
+        start_from: Path | None = None,
     ) -> dict[str, Any]:
         start = time.perf_counter()
         setup = from_mapping(HdnnpSetup, potential, prefix="committee.hdnnp.")
         run = output / RUN_DIRECTORY
-        nnp = self.prepare(structures, setup, seed, run)
+        nnp = self.prepare(structures, setup, seed, run, start_from)
         self._run(run)
         metrics = self.collect(run, output, nnp, setup, seed)
         metrics["wall_time_s"] = time.perf_counter() - start

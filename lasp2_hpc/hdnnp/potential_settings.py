@@ -71,10 +71,17 @@ class TrainingSettings:
     patience: int = 80
     lbfgs_iterations: int = 600  # full-batch L-BFGS refinement after Adam (0: none)
     device: str = "auto"
+    # a member warm-started from its previous version's weights (committee.retraining: warm):
+    # a short schedule, with the same early stopping on its validation set
+    warm_epochs: int = 20
+    warm_patience: int = 10
+    warm_lbfgs_iterations: int = 40
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ValueError("epochs, batch_size and patience must be >= 1")
+        if self.warm_epochs < 1 or self.warm_patience < 1 or self.warm_lbfgs_iterations < 0:
+            raise ValueError("warm_epochs and warm_patience must be >= 1, warm_lbfgs >= 0")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError("validation_fraction must be in [0, 1)")
         if self.learning_rate <= 0 or self.energy_weight < 0 or self.force_weight < 0:

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -187,15 +187,29 @@ def train_member(
     setup: HdnnpSetup,
     seed: int,
     output: str | Path | None = None,
+    start_from: str | Path | None = None,
 ) -> tuple[HdnnpModel, TrainingMetrics]:
-    """Train one member (Å and eV) and, with ``output``, write it as n2p2 files + metrics.json."""
+    """Train one member (Å and eV) and, with ``output``, write it as n2p2 files + metrics.json.
+
+    ``start_from``: a member of the same potential (the previous committee's) to continue from,
+    its weights, reference energies and, when the new data stay inside its range, its scaling;
+    with the short warm schedule of ``setup.training`` (warm_epochs, warm_patience, ...)."""
     if len(structures) < 2:
         raise ValueError("training needs at least two labelled structures")
     start = time.perf_counter()
     options: TrainingSettings = setup.training
+    if start_from is not None:
+        options = replace(
+            options,
+            epochs=options.warm_epochs,
+            patience=options.warm_patience,
+            lbfgs_iterations=options.warm_lbfgs_iterations,
+        )
     device = choose_device(options.device)
     rng = np.random.default_rng(seed)
-    model, batches, full_train, validation = _prepare(structures, setup, seed, device, rng)
+    model, batches, full_train, validation = _prepare(
+        structures, setup, seed, device, rng, start_from
+    )
     monitor = validation if validation is not None else full_train
     epoch, best_epoch = _adam(model, batches, monitor, options, rng, seed)
     if options.lbfgs_iterations > 0:
@@ -231,19 +245,26 @@ def _prepare(
     seed: int,
     device: torch.device,
     rng: np.random.Generator,
+    start_from: str | Path | None = None,
 ) -> tuple[HdnnpModel, list[_Batch], _Batch, _Batch | None]:
-    """Symmetry functions once, scaling, a new model, and the train/validation batches."""
+    """Symmetry functions once, scaling, the model (new or warm), and the train/validation
+    batches."""
     options = setup.training
     elements = sorted({s for a in structures for s in a.get_chemical_symbols()})
-    settings = setup.nnp_settings(elements)
-    settings.atom_energies = fit_atom_energies(structures, settings.elements)
+    previous = _previous_member(start_from, setup, elements) if start_from else None
+    settings = previous.settings if previous else setup.nnp_settings(elements)
+    if previous is None:
+        settings.atom_energies = fit_atom_energies(structures, settings.elements)
     calculator = SymmetryFunctionCalculator(settings, dtype=torch.float64, device="cpu")
     descriptors = [
         calculator.compute(a.positions, a.numbers, a.cell.array if a.pbc.any() else None, a.pbc)
         for a in structures
     ]
     scaling = compute_scaling(descriptors, settings)
-    model = HdnnpModel.new(settings, scaling, seed=seed, units=ANGSTROM_EV, device=device)
+    if previous is None:
+        model = HdnnpModel.new(settings, scaling, seed=seed, units=ANGSTROM_EV, device=device)
+    else:
+        model = _warm_model(previous, scaling, device, str(start_from))
     order = rng.permutation(len(structures))
     n_validation = min(round(options.validation_fraction * len(structures)), len(structures) - 1)
     validation_ids, train_ids = order[:n_validation], order[n_validation:]
@@ -256,6 +277,52 @@ def _prepare(
         for chunk in np.array_split(train_ids, max(1, len(train_ids) // options.batch_size))
     ]
     return model, batches, batch(train_ids), batch(validation_ids) if n_validation else None
+
+
+def _previous_member(start_from: str | Path, setup: HdnnpSetup, elements: list[str]) -> HdnnpModel:
+    """The member to continue from; it must be this very potential (same functions, network)."""
+    previous = HdnnpModel.load(start_from, units=ANGSTROM_EV)
+    expected = setup.nnp_settings(elements)
+    same = (
+        previous.settings.elements == expected.elements
+        and previous.settings.symmetry_functions == expected.symmetry_functions
+        and previous.settings.hidden_nodes == expected.hidden_nodes
+        and previous.settings.activations == expected.activations
+    )
+    if not same:
+        raise ValueError(
+            f"{start_from} is another potential (elements, symmetry functions or network differ "
+            "from committee.hdnnp): it cannot be continued; train from scratch"
+        )
+    return previous
+
+
+def _warm_model(
+    previous: HdnnpModel,
+    scaling: dict[str, ElementScaling],
+    device: torch.device,
+    start_from: str | Path,
+) -> HdnnpModel:
+    """The previous member's networks, with its scaling when the new data stay inside the range
+    it was made on (then it is exactly the previous potential), else with the new data's."""
+    outside = {
+        element: int(
+            np.count_nonzero(
+                (new.minimum < previous.scaling[element].minimum - 1e-12)
+                | (new.maximum > previous.scaling[element].maximum + 1e-12)
+            )
+        )
+        for element, new in scaling.items()
+    }
+    kept = previous.scaling
+    if any(outside.values()):
+        log.info(
+            "warm start from %s: rescaled, the new data leave the previous range of %s",
+            start_from, ", ".join(f"{n} {e} functions" for e, n in outside.items() if n),
+        )  # fmt: skip
+        kept = scaling
+    networks = {element: network.to(device) for element, network in previous.networks.items()}
+    return HdnnpModel(previous.settings, kept, networks, ANGSTROM_EV, previous.dtype, device)
 
 
 def _adam(

@@ -46,6 +46,8 @@ class TrainingPolicy:
     trainer_parameters: dict[str, Any] = field(default_factory=dict)
     potential: dict[str, Any] = field(default_factory=dict)  # committee.hdnnp
     database: str = "database/database.extxyz"
+    warm: bool = False  # each member continues from the previous committee's same member
+    scratch_every: int = 0  # ... but every this many versions from new weights (0: never)
 
 
 @dataclass
@@ -218,6 +220,7 @@ def _member_spec(
 ) -> TrainMemberSpec:
     hashes = [e.hash for e in state.database[:size]]
     return TrainMemberSpec(
+        start_from=_warm_start(state, policy, version, member),
         version=version,
         member=member,
         seed=policy.member_seeds[member],
@@ -230,6 +233,19 @@ def _member_spec(
         potential=policy.training.potential,
         database=policy.training.database,
     )
+
+
+def _warm_start(state: CampaignState, policy: Policy, version: int, member: int) -> str | None:
+    """The member to continue from: the newest ready committee's, unless this version is one
+    trained from new weights (the first, and every ``scratch_every``-th)."""
+    training = policy.training
+    if not training.warm or (training.scratch_every and version % training.scratch_every == 0):
+        return None
+    previous = state.latest_ready_committee()
+    if previous is None or previous.version >= version:
+        return None
+    paths = {m.index: m.path for m in previous.members}
+    return paths.get(member)
 
 
 def _training_tasks(state: CampaignState, policy: Policy, version: int) -> list[PlannedTask]:

@@ -115,6 +115,8 @@ class TrainMemberSpec(TaskSpec):
     trainer_parameters: dict[str, Any]
     potential: dict[str, Any]  # committee.hdnnp
     database: str
+    # the previous committee's member to continue from (warm start), None: new weights
+    start_from: str | None = None
 
     @classmethod
     def from_legacy(cls, data: dict[str, Any]) -> dict[str, Any]:
