@@ -76,3 +76,4 @@ class EvaluationResult(TaskResult):
     committee_version: int | None = None
     properties: dict[str, Any] = field(default_factory=dict)
     lattice_constants: dict[str, float] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # property-aware labelling

@@ -264,12 +264,60 @@ def evaluate_properties(
             from lasp2_hpc.hdnnp.committee import Committee
 
             assert spec.committee is not None and spec.lattice_constants is not None
-            models = probes.CommitteeModels(Committee.load(campaign / spec.committee))
+            committee = Committee.load(campaign / spec.committee)
+            models = probes.CommitteeModels(committee)
             lattice = dict(spec.lattice_constants)
-        return EvaluationResult(
+        result = EvaluationResult(
             committee_version=spec.committee_version,
             properties=probes.evaluate_properties(models, settings, lattice),
             lattice_constants=lattice,
-        ).to_dict()
+        )
+        if spec.target != "reference" and spec.learn_trigger is not None:
+            result.candidates = _learning_candidates(
+                campaign, work, committee, settings, lattice, spec
+            )
+        return result.to_dict()
 
     return run_idempotent(work, compute)
+
+
+def _learning_candidates(
+    campaign: Path,
+    work: Path,
+    committee: Any,
+    settings: list[Any],
+    lattice: dict[str, float],
+    spec: EvaluateSpec,
+) -> list[dict[str, Any]]:
+    """Property-aware labelling: the structures of the probes with ``learn`` on which the
+    committee's γ exceeds the trigger, at most ``learn_per_version`` per property, largest γ
+    first, written beside the task's result."""
+    import ase.io
+
+    from lasp2_hpc.database.store import HASH_KEY, structure_hash
+    from lasp2_hpc.properties.probes import learning_structures
+
+    assert spec.learn_trigger is not None
+    found: list[dict[str, Any]] = []
+    for probe in (p for p in settings if p.learn):
+        around = lattice[f"{probe.element}-{probe.phase}"]
+        seed = 1000 * (spec.committee_version or 0) + len(found)
+        scored = []
+        for atoms in learning_structures(probe, around, seed):
+            gamma = float(committee.predict(atoms).gamma)
+            if gamma > spec.learn_trigger:
+                scored.append((gamma, atoms))
+        scored.sort(key=lambda pair: -pair[0])
+        for index, (gamma, atoms) in enumerate(scored[: probe.learn_per_version]):
+            atoms.info = {HASH_KEY: structure_hash(atoms)}
+            path = work / f"learn-{probe.name}-{index}.extxyz"
+            ase.io.write(path, atoms, format="extxyz")
+            found.append(
+                {
+                    "hash": atoms.info[HASH_KEY],
+                    "structure": str(path.relative_to(campaign)),
+                    "gamma": gamma,
+                    "source": probe.name,
+                }
+            )
+    return found

@@ -124,6 +124,7 @@ class Ingestion:
             result.properties,
             result.lattice_constants,
             result.job_id,
+            result.candidates,
         )
 
     def _segment_event(

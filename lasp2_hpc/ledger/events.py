@@ -167,6 +167,9 @@ class PropertiesEvaluated(Event):
     properties: dict[str, Any] = field(default_factory=dict)
     lattice_constants: dict[str, float] = field(default_factory=dict)
     job_id: str | None = None
+    # property-aware labelling: structures of the properties over the trigger (hash, structure,
+    # gamma, source: the property's name), candidates like a walker's triggers
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -41,7 +41,13 @@ from lasp2_hpc.ledger.events import (
     TaskTimedOut,
     WalkerAdded,
 )
-from lasp2_hpc.ledger.state import CampaignState, CandidateRecord, TaskRecord, WalkerRecord
+from lasp2_hpc.ledger.state import (
+    PROPERTY_SOURCE,
+    CampaignState,
+    CandidateRecord,
+    TaskRecord,
+    WalkerRecord,
+)
 from lasp2_hpc.ledger.task_specs import (
     MdSegmentSpec,
     TrainMemberSpec,
@@ -345,6 +351,28 @@ def _properties_evaluated(state: CampaignState, event: PropertiesEvaluated) -> N
         state.reference_lattice_constants = dict(event.lattice_constants)
     else:
         committee.properties = copy.deepcopy(event.properties)
+        for index, found in enumerate(event.candidates):
+            _property_candidate(state, found, index, event.committee_version)
+
+
+def _property_candidate(
+    state: CampaignState, found: dict[str, Any], index: int, version: int
+) -> None:
+    """A property's structure the committee disagrees on: a candidate whose 'walker' names the
+    property (no walker waits for it)."""
+    structure_hash = found["hash"]
+    if state.has_candidate(structure_hash) or state.database_position(structure_hash) is not None:
+        return
+    state.add_candidate(
+        CandidateRecord(
+            id=structure_hash,
+            walker=f"{PROPERTY_SOURCE}{found['source']}",
+            step=index,
+            gamma=float(found["gamma"]),
+            committee_version=version,
+            structure=found["structure"],
+        )
+    )
 
 
 def _campaign_finished(state: CampaignState, event: CampaignFinished) -> None:

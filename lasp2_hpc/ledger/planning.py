@@ -287,6 +287,7 @@ def _evaluation_tasks(state: CampaignState, policy: Policy) -> list[PlannedTask]
         return [PlannedTask.new(reference)]
     if state.reference_lattice_constants is None:
         return []  # committees are measured at the reference's lattice constants
+    learning = any(probe.get("learn") for probe in policy.probes)
     return [
         PlannedTask.new(
             EvaluateSpec(
@@ -295,6 +296,7 @@ def _evaluation_tasks(state: CampaignState, policy: Policy) -> list[PlannedTask]
                 committee_version=committee.version,
                 committee=f"committees/v{committee.version:03d}",
                 lattice_constants=state.reference_lattice_constants,
+                learn_trigger=policy.md.trigger if learning else None,
             )
         )
         for committee in state.committees

@@ -27,6 +27,10 @@ WalkerStatus = Literal["ready", "running", "waiting", "converged", "finished", "
 CandidateStatus = Literal["pending", "labelling", "labelled", "duplicate", "rejected"]
 CommitteeStatus = Literal["training", "ready", "failed"]
 
+# A candidate whose walker is this prefix and a property's name came from property-aware
+# labelling (the property's own structures), not from a walker's MD.
+PROPERTY_SOURCE = "property:"
+
 # Statuses after which a task is not run again.
 FINAL_TASK_STATUSES = ("done", "failed")
 IN_FLIGHT_TASK_STATUSES = ("submitted", "running", "rerun")

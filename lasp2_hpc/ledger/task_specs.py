@@ -242,6 +242,8 @@ class EvaluateSpec(TaskSpec):
     lattice_constants: dict[str, float] | None = None
     oracle: str | None = None
     oracle_parameters: dict[str, Any] | None = None
+    # property-aware labelling (probes with learn: true): γ over this makes a candidate
+    learn_trigger: float | None = None
 
     @classmethod
     def from_legacy(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,12 @@ class PropertySettings:
     points: int = 9
     eos: Literal["birchmurnaghan", "sj", "murnaghan", "vinet"] = "birchmurnaghan"
     lattice_guess: float | None = None  # Å, start of the reference fit; default: ASE's value
+    # property-aware labelling: after each committee version, γ on this property's own
+    # structures (thermally displaced cells of the EOS points, the slab); those over the trigger
+    # become candidates, labelled and trained on like a walker's
+    learn: bool = False
+    learn_per_version: int = 3  # at most this many candidates per committee version, largest γ
+    learn_displacement: float = 0.05  # Å, the thermal displacement of those structures
 
     def __post_init__(self) -> None:
         if self.element not in atomic_numbers:
@@ -240,6 +246,33 @@ def surface_energy(
         slab_energy = models.energies(slab)
     area = float(np.linalg.norm(np.cross(slab.cell[0], slab.cell[1])))
     return (slab_energy - len(slab) * bulk_energy) / (2 * area) * J_PER_M2_PER_EV_PER_A2
+
+
+def learning_structures(
+    settings: PropertySettings, lattice_constant: float, seed: int = 0
+) -> list[Atoms]:
+    """The structures a property depends on, as structures to learn from: for an equation of
+    state a 2x2x2 cubic supercell at each of its lattice constants, for a surface its slab (two
+    cells wide) and its bulk, each atom displaced a little (a perfect lattice has no forces: no
+    force disagreement to measure, little to learn from)."""
+    rng = np.random.default_rng(seed)
+    if settings.kind == "surface_energy":
+        assert settings.facet is not None
+        slab = SLAB_BUILDERS[settings.facet](
+            settings.element, (2, 2, settings.layers), a=lattice_constant,
+            vacuum=settings.vacuum, periodic=True,
+        )  # fmt: skip
+        cell = bulk(settings.element, "fcc", a=lattice_constant, cubic=True).repeat(2)
+        structures = [slab, cell]
+    else:
+        scales = np.linspace(1 - settings.strain, 1 + settings.strain, settings.points)
+        structures = [
+            bulk(settings.element, settings.phase, a=lattice_constant * s, cubic=True).repeat(2)
+            for s in scales
+        ]
+    for atoms in structures:
+        atoms.positions += rng.normal(0.0, settings.learn_displacement, atoms.positions.shape)
+    return structures
 
 
 def _summary(kind: str, values: np.ndarray, **extra: Any) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def _markdown(
         f"- iteration {state.iteration}; "
         + (f"finished: {state.finish_reason}" if state.finished else "not finished"),
         f"- database: {len(state.database)} structures, {len(state.labels())} labelled by the "
-        f"oracle ({data.settings.get('oracle', {}).get('calculator', 'emt')})",
+        f"oracle ({_oracle_name(data.settings)})" + _label_sources(state),
         f"- committees: {len(state.committees)} versions of "
         f"{len(state.committees[0].members) if state.committees else 0} members",
         "",
@@ -87,6 +87,24 @@ def _markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _oracle_name(settings: dict[str, Any]) -> str:
+    oracle = settings.get("oracle", {})
+    parameters = oracle.get("parameters") or {}
+    return str(parameters.get("calculator") or oracle.get("calculator") or oracle.get("engine"))
+
+
+def _label_sources(state: Any) -> str:
+    """Where the labels came from: each walker's MD, or a property's own structures
+    (property-aware labelling)."""
+    counts: dict[str, int] = {}
+    for entry in state.labels():
+        source = str(entry.provenance.get("walker", "?"))
+        counts[source] = counts.get(source, 0) + 1
+    if not counts:
+        return ""
+    return "; by source: " + ", ".join(f"{n} from {s}" for s, n in sorted(counts.items()))
 
 
 def _properties_table(data: CampaignData) -> list[str]:
