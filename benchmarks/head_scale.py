@@ -80,7 +80,7 @@ def write_campaign(directory: Path, walkers: int, tasks: int, executor: str) -> 
         "labelling": {
             "labels_per_retrain": max(50, tasks // 100),
             "max_labels": tasks,
-            "max_iterations": 10**6,
+            "max_iterations": 10**5,
             "dedup_steps": 0,
             "dedup_rmsd": 0.0,
         },

@@ -246,3 +246,31 @@ def test_read_journal_skips_a_final_partial_line(tmp_path: Path, caplog) -> None
     append_journal(journal, {"kind": "task_submitted", "time": 3.0})
     assert len(read_journal(journal)) == 3
     assert oct(os.stat(journal).st_mode & 0o777) == "0o600"
+
+
+def test_finished_tasks_are_a_compact_table_that_status_counts_without_loading(
+    tmp_path: Path,
+) -> None:
+    from lasp2_hpc.ledger.events import MemberTrained, TaskLost, TaskSubmitted
+    from lasp2_hpc.ledger.planning import Policy, plan
+
+    ledger = Ledger(tmp_path)
+    ledger.create()
+    ledger.record(started_event())
+    policy = Policy(member_seeds=[1, 2, 3])
+    members = plan(ledger.state, policy).tasks
+    ledger.record_all([TaskSubmitted(1.0, task.record()) for task in members])
+    ledger.record(TaskLost(1.5, members[0].id, "ManagerLost", retry_after=0.0))
+    ledger.record(TaskSubmitted(1.6, members[0].record()))
+    ledger.record_all([MemberTrained(2.0, task.id, {}) for task in members[:2]])
+    ledger.close()
+    snapshot = json.loads(ledger.path.read_text())
+    assert set(snapshot["tasks"]) == {members[2].id}  # in flight: a whole record
+    assert [row[0] for row in snapshot["done_tasks"]["rows"]] == [t.id for t in members[:2]]
+    full = Ledger(tmp_path).load()
+    assert full.tasks[members[0].id].status == "done"
+    assert full.tasks[members[0].id].infrastructure_failures == 1
+    light = read_ledger_file(ledger.path, with_done_tasks=False)
+    assert set(light.tasks) == {members[2].id} and light.done_before == {"train": 2}
+    assert light.infrastructure_failures_before == 1
+    assert main(["status", str(tmp_path)]) == 0

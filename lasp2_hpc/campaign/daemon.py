@@ -77,24 +77,24 @@ class HeadState:
 
 
 def _ledger_head(layout: CampaignLayout) -> dict[str, Any]:
-    from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, read_ledger_file
+    from lasp2_hpc.ledger.store import LedgerError, read_ledger
 
     try:
-        head = read_ledger_file(layout.root / LEDGER_FILE).head
+        head = read_ledger(layout.root, with_done_tasks=False)[0].head
     except LedgerError:
         return {}
     return dataclasses.asdict(head) if head is not None else {}
 
 
-def head_state(directory: str | Path) -> HeadState:
-    """From run.lock, run.json and the ledger; takes the lock only for an instant, never while
-    it is held."""
+def head_state(directory: str | Path, head: Any = None) -> HeadState:
+    """From run.lock, run.json and the ledger (or its ``head`` record when the caller read the
+    ledger already); takes the lock only for an instant, never while it is held."""
     layout = CampaignLayout(Path(directory).resolve())
     try:
         info = json.loads(layout.run_info.read_text())
     except (OSError, ValueError):
         info = {}
-    ledger_head = _ledger_head(layout)
+    ledger_head = dataclasses.asdict(head) if head is not None else _ledger_head(layout)
     lock = FileLock(str(layout.run_lock), timeout=0)
     try:
         lock.acquire()

@@ -302,10 +302,11 @@ def format_status(state: CampaignState) -> str:
             f"  {walker.name:<15s} {walker.status:<10s} {walker.steps_done:5d}  "
             f"{walker.triggers:8d}  {gamma}"
         )
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str], int] = {(k, "done"): n for k, n in state.done_before.items()}
     for task in state.tasks.values():
         counts[(task.kind, task.status)] = counts.get((task.kind, task.status), 0) + 1
-    lost = sum(task.infrastructure_failures for task in state.tasks.values())
+    lost = state.infrastructure_failures_before
+    lost += sum(task.infrastructure_failures for task in state.tasks.values())
     lines += ["", "tasks:"]
     for (kind, status), count in sorted(counts.items()):
         lines.append(f"  {kind:<8s} {status:<10s} {count}")
@@ -365,13 +366,13 @@ def run_status(arguments: argparse.Namespace) -> int:
         return 0
     # Reads the snapshot and the journal's tail without a lock: every write is atomic.
     try:
-        state = read_ledger_file(directory / LEDGER_FILE)
+        state = read_ledger_file(directory / LEDGER_FILE, with_done_tasks=False)
     except LedgerError as error:
         print(f"lasp2: error: {error}", file=sys.stderr)
         return EXIT_LEDGER
     from lasp2_hpc.campaign.daemon import head_state
 
-    print(head_state(arguments.directory).describe())
+    print(head_state(arguments.directory, state.head).describe())
     print(format_status(state))
     return 0
 

@@ -126,6 +126,7 @@ def _close(task: TaskRecord, time: float, job_id: str | None, status: str = "don
         # what a finished task computed is in its folder (spec.json, result.json) and in the
         # journal: the state keeps it small, whatever the campaign's length
         task.inputs = {}
+        task.inputs_hash = ""
 
 
 def _task_failed(state: CampaignState, event: TaskFailed) -> None:

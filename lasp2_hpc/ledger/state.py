@@ -63,7 +63,10 @@ class StatusIndex:
 
 class _Indexed:
     """A record whose ``status`` is indexed by the state holding it: setting the status moves it
-    in the index, whoever sets it (a transition, a task kind's hook)."""
+    in the index, whoever sets it (a transition, a task kind's hook). Records have slots: a
+    campaign keeps 100,000 of them in memory."""
+
+    __slots__ = ("_status_index",)
 
     def _index_key(self) -> str:
         raise NotImplementedError
@@ -72,18 +75,18 @@ class _Indexed:
         if name != "status":
             object.__setattr__(self, name, value)
             return
-        old = self.__dict__.get("status")
+        old = getattr(self, "status", None)
         object.__setattr__(self, name, value)
-        index = self.__dict__.get("_status_index")
+        index = getattr(self, "_status_index", None)
         if index is not None and old != value:
             index.move(self._index_key(), old, value)
 
     def _attach(self, index: StatusIndex) -> None:
         object.__setattr__(self, "_status_index", index)
-        index.add(self._index_key(), self.__dict__["status"])
+        index.add(self._index_key(), getattr(self, "status"))  # noqa: B009 - set by subclasses
 
 
-@dataclass(eq=True)
+@dataclass(eq=True, slots=True)
 class TaskRecord(_Indexed):
     id: str
     kind: str  # a key of lasp2_hpc.ledger.task_specs.SPEC_TYPES; inputs is that spec as a dict
@@ -125,7 +128,7 @@ class CommitteeRecord:
     properties: dict[str, Any] | None = None  # control properties: name -> mean, spread, values
 
 
-@dataclass(eq=True)
+@dataclass(eq=True, slots=True)
 class WalkerRecord(_Indexed):
     name: str
     checkpoint: str
@@ -142,7 +145,7 @@ class WalkerRecord(_Indexed):
         return self.name
 
 
-@dataclass(eq=True)
+@dataclass(eq=True, slots=True)
 class CandidateRecord(_Indexed):
     id: str  # content hash of the structure
     walker: str
@@ -203,6 +206,9 @@ class CampaignState:
     evaluated: list[int | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # tasks finished before the snapshot, by kind, when they were not loaded (`lasp2 status`)
+        self.done_before: dict[str, int] = {}
+        self.infrastructure_failures_before = 0
         self.reindex()
 
     # -- indexes (derived, never written) ---------------------------------------------------
@@ -299,21 +305,32 @@ class CampaignState:
 
     # -- JSON -------------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, compact_done: bool = False) -> dict[str, Any]:
+        """The state as JSON values. ``compact_done``: finished tasks as rows of a table
+        (``done_tasks``), a tenth of the size in a snapshot of a long campaign."""
         data = _record_dict(self)
         data["committees"] = [
             {**_record_dict(c), "members": [_record_dict(m) for m in c.members]}
             for c in self.committees
         ]
         data["walkers"] = {name: _record_dict(w) for name, w in self.walkers.items()}
-        data["tasks"] = {key: _record_dict(t) for key, t in self.tasks.items()}
+        if compact_done:
+            data["tasks"] = {
+                k: _record_dict(t) for k, t in self.tasks.items() if t.status != "done"
+            }
+            data["done_tasks"] = {
+                "columns": list(DONE_COLUMNS),
+                "rows": [_done_row(t) for t in self.tasks.values() if t.status == "done"],
+            }
+        else:
+            data["tasks"] = {key: _record_dict(t) for key, t in self.tasks.items()}
         data["candidates"] = [_record_dict(c) for c in self.candidates]
         data["database"] = [_record_dict(e) for e in self.database]
         data["head"] = _record_dict(self.head) if self.head else None
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CampaignState:
+    def from_dict(cls, data: dict[str, Any], with_done_tasks: bool = True) -> CampaignState:
         version = data.get("schema_version")
         if version not in READABLE_SCHEMA_VERSIONS:
             raise ValueError(
@@ -328,14 +345,17 @@ class CampaignState:
             for c in data["committees"]
         ]
         head = data.get("head")
-        return cls(
+        state = cls(
             schema_version=SCHEMA_VERSION,
             iteration=data["iteration"],
             finished=data["finished"],
             finish_reason=data["finish_reason"],
             committees=committees,
             walkers={k: WalkerRecord(**v) for k, v in data["walkers"].items()},
-            tasks={k: _task_from_dict(v) for k, v in data["tasks"].items()},
+            tasks={
+                **{k: _task_from_dict(v) for k, v in data["tasks"].items()},
+                **(_done_tasks(data.get("done_tasks")) if with_done_tasks else {}),
+            },
             candidates=[CandidateRecord(**c) for c in data["candidates"]],
             database=[DatabaseEntry(**e) for e in data["database"]],
             head=HeadRecord(**head) if head else None,
@@ -345,6 +365,13 @@ class CampaignState:
             # ledgers before version 4 have none: the store derives it from their tasks
             evaluated=data.get("evaluated", []),
         )
+        if not with_done_tasks and data.get("done_tasks"):
+            columns = data["done_tasks"]["columns"]
+            kind, lost = columns.index("kind"), columns.index("infrastructure_failures")
+            for row in data["done_tasks"]["rows"]:
+                state.done_before[row[kind]] = state.done_before.get(row[kind], 0) + 1
+                state.infrastructure_failures_before += row[lost]
+        return state
 
 
 _TASK_FIELDS = [f for f in dataclasses.fields(TaskRecord)]
@@ -353,8 +380,9 @@ _TASK_REQUIRED = {f.name for f in _TASK_FIELDS if f.default is dataclasses.MISSI
 
 
 def _task_from_dict(data: dict[str, Any]) -> TaskRecord:
-    """A task record without its constructor: a snapshot of 100,000 tasks loads in a fraction of
-    a second (`lasp2 status`, a restart). The keys are checked as the constructor would."""
+    """A task record without its constructor's checks per field: a snapshot of 100,000 tasks
+    loads in a fraction of a second (`lasp2 status`, a restart). The keys are checked as the
+    constructor would."""
     unknown = set(data) - _TASK_DEFAULTS.keys() - _TASK_REQUIRED
     missing = _TASK_REQUIRED - set(data)
     if unknown or missing:
@@ -362,6 +390,50 @@ def _task_from_dict(data: dict[str, Any]) -> TaskRecord:
             f"task record with unknown keys {sorted(unknown)} or missing {sorted(missing)}"
         )
     record = TaskRecord.__new__(TaskRecord)
-    record.__dict__.update(_TASK_DEFAULTS)
-    record.__dict__.update(data)
+    for name, value in _TASK_DEFAULTS.items():
+        object.__setattr__(record, name, value)
+    for name, value in data.items():
+        object.__setattr__(record, name, value)
     return record
+
+
+# A finished task in a snapshot: these fields (its spec is in its folder and in the journal)
+DONE_COLUMNS = (
+    "id",
+    "kind",
+    "attempts",
+    "failures",
+    "timeouts",
+    "infrastructure_failures",
+    "created",
+    "updated",
+    "executor",
+    "job_id",
+    "error",
+    "result",
+)
+
+
+def _done_row(task: TaskRecord) -> list[Any]:
+    return [getattr(task, name) for name in DONE_COLUMNS]
+
+
+def _done_tasks(table: dict[str, Any] | None) -> dict[str, TaskRecord]:
+    """Finished tasks from a snapshot's table, without the checks of a record read from JSON
+    (the table is lasp2's own, its columns fixed): this is what a restart of a long campaign
+    waits for."""
+    if not table:
+        return {}
+    columns = table["columns"]
+    fixed = {**_TASK_DEFAULTS, "status": "done", "inputs": {}, "inputs_hash": ""}
+    new, assign = TaskRecord.__new__, object.__setattr__
+    tasks = {}
+    for row in table["rows"]:
+        record = new(TaskRecord)
+        for name, value in fixed.items():
+            assign(record, name, value)
+        for name, value in zip(columns, row, strict=True):
+            assign(record, name, value)
+        assign(record, "work_dir", f"tasks/{record.id}")
+        tasks[record.id] = record
+    return tasks
