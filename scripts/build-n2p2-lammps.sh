@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build n2p2 (nnp-train, nnp-scaling, nnp-predict, libnnp, libnnptrain, libnnpif) and a LAMMPS
-# `lmp_mpi` with MANYBODY + ML-HDNNP (`pair_style hdnnp`) linked against that n2p2, into a cache
-# outside the checkout:
+# with MANYBODY + ML-HDNNP (`pair_style hdnnp`) linked against that n2p2: the shared library
+# lib/liblammps_mpi.so (LAMMPS as a library: lasp2's `committee_check: library`) and `lmp_mpi`
+# on top of it (RUNPATH $ORIGIN/../lib), into a cache outside the checkout:
 #
 #   ${LASP2_BUILD_CACHE:-$HOME/.cache/lasp2_hpc}/n2p2-lammps/<key>/{bin,lib,include,share}
 #   ${LASP2_BUILD_CACHE:-$HOME/.cache/lasp2_hpc}/n2p2-lammps/current -> <key>
@@ -277,12 +278,17 @@ fetch_lammps_source() {
   mv "$WORK/$top" "$dest"
 }
 
+# One build gives both: liblammps_mpi.so and lmp_mpi on it. LAMMPS_EXCEPTIONS: an ERROR inside
+# the library returns to the caller (lammps_has_error) instead of ending its process; lmp_mpi
+# still prints the ERROR line and exits 1.
 build_lammps() {
   local src="$1" n2p2="$2" build="$WORK/lammps-build"
   timed "lammps configure" logged "$WORK/lammps-configure.log" \
     cmake -S "$src/cmake" -B "$build" \
     -D CMAKE_BUILD_TYPE=Release -D CMAKE_CXX_FLAGS="-I$EIGEN_DIR" \
     -D BUILD_MPI=on -D BUILD_OMP=off -D LAMMPS_MACHINE=mpi \
+    -D BUILD_SHARED_LIBS=on -D CMAKE_BUILD_WITH_INSTALL_RPATH=on \
+    -D CMAKE_INSTALL_RPATH='$ORIGIN/../lib' -D LAMMPS_EXCEPTIONS=on \
     -D WITH_JPEG=off -D WITH_PNG=off -D WITH_GZIP=off -D WITH_FFMPEG=off \
     -D PKG_MANYBODY=on -D PKG_ML-HDNNP=on -D DOWNLOAD_N2P2=off -D N2P2_DIR="$n2p2"
   timed "lammps build" logged "$WORK/lammps-build.log" make -C "$build" -j"$JOBS"
@@ -299,6 +305,10 @@ install_prefix() {
   cp -a "$n2p2"/include/. "$prefix/include/"
   rm -f "$prefix/include/.gitignore" "$prefix/lib/.gitignore"
   cp -a "$WORK/lammps-build/lmp_mpi" "$prefix/bin/"
+  # the shared library lmp_mpi runs on (liblammps_mpi.so -> .so.0), with LAMMPS' C API header
+  cp -a "$WORK/lammps-build"/liblammps_mpi.so* "$prefix/lib/"
+  mkdir -p "$prefix/include/lammps"
+  cp -a "$lammps_src/src/library.h" "$prefix/include/lammps/"
   ln -s lmp_mpi "$prefix/bin/lmp"
   # the launcher of the MPI these programs were built with (another MPI's mpirun starts
   # separate one-rank copies)
@@ -318,11 +328,17 @@ check_prefix() {
   for program in nnp-train nnp-scaling nnp-predict lmp_mpi; do
     [ -x "$prefix/bin/$program" ] || die "the build made no $program"
   done
+  [ -f "$prefix/lib/liblammps_mpi.so" ] || die "the build made no liblammps_mpi.so"
   # (the help text is captured first: 'grep -q' closing the pipe early fails under pipefail)
   local help
   help="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$prefix/bin/lmp_mpi" -h 2>&1)" ||
     die "$prefix/bin/lmp_mpi -h failed: $(tail -n 5 <<<"$help")"
   grep -qw hdnnp <<<"$help" || die "$prefix/bin/lmp_mpi does not list pair style hdnnp"
+  # lmp_mpi is a thin main() over the library: it must load the prefix's own copy
+  local linked
+  linked="$(ldd "$prefix/bin/lmp_mpi" | awk '/liblammps_mpi/ { print $3; exit }')"
+  [ -n "$linked" ] && [ "$(realpath "$linked")" = "$(realpath "$prefix/lib/liblammps_mpi.so")" ] ||
+    die "$prefix/bin/lmp_mpi does not load $prefix/lib/liblammps_mpi.so (but '${linked:-none}')"
 }
 
 # Points current at the key: a new link renamed over the old one, so readers never see none.

@@ -56,6 +56,14 @@ class N2p2Build:
         return None
 
     @property
+    def library(self) -> Path | None:
+        """The shared LAMMPS library beside lmp (the build script's lib/liblammps_mpi.so), which
+        the engine's library path loads; None when there is none (a static lmp, a module)."""
+        machine = self.lmp.resolve().name.removeprefix("lmp")
+        found = self.lmp.resolve().parent.parent / "lib" / f"liblammps{machine}.so"
+        return found if found.is_file() else None
+
+    @property
     def examples(self) -> Path | None:
         """n2p2's examples installed with the build (LJ training set, Cu2S LAMMPS input)."""
         if self.prefix is not None and (self.prefix / EXAMPLES).is_dir():

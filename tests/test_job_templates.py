@@ -374,8 +374,14 @@ def test_pbspro_array_directives_and_commands_exactly() -> None:
 
 
 def test_directive_values_cannot_inject_lines() -> None:
+    # refused where the site config is read (tests/test_hostile_site_config.py), and again
+    # where the array script is written, should a value reach it some other way
+    with pytest.raises(ValueError, match="batch script directive"):
+        executor(partition="cpu\n#SBATCH --uid=0")
+    settings = executor()
+    settings.partition = "cpu\n#SBATCH --uid=0"
     with pytest.raises(SchedulerError, match=r"partition='cpu\\n#SBATCH --uid=0'.*site config"):
-        Slurm().array_directives(executor(partition="cpu\n#SBATCH --uid=0"), "x", 2, None)
+        Slurm().array_directives(settings, "x", 2, None)
     with pytest.raises(SchedulerError, match="job name"):
         PbsPro().array_directives(executor(provider="pbspro"), "a b", 2, None)
 

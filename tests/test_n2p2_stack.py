@@ -412,9 +412,11 @@ CHECK = 10
 
 
 def _lammps_md(build: N2p2Build, **parameters: object) -> LammpsMolecularDynamics:
-    """The engine with the built lmp as its launch profile (the site's launch.lammps)."""
+    """The engine with the built lmp as its launch profile (the site's launch.lammps), on the
+    dump path (the library path, which ``auto`` would take here: tests/test_lammps_library.py)."""
     profile = LaunchProfile(command=str(build.lmp), variables=_root_variables())
-    return LammpsMolecularDynamics(LammpsMolecularDynamics.read_settings(parameters), profile)
+    settings = LammpsMolecularDynamics.read_settings({"committee_check": "dumps", **parameters})
+    return LammpsMolecularDynamics(settings, profile)
 
 
 def _spec(work_dir: Path, **changes: object) -> SegmentSpec:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -70,10 +71,12 @@ class TaskExecution:
 
 
 def _limit_threads(threads: int) -> None:
+    # torch takes its threads from OMP_NUM_THREADS when it is first imported; one imported by an
+    # earlier task of this worker is told. Never imported here: seconds per fresh worker (after
+    # every lost pool) for tasks that do not use it (labels, instant engines)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    with contextlib.suppress(ImportError):
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(threads)
 
 
@@ -163,6 +166,10 @@ def run_md_segment(
             seed=spec.seed * 100003 + spec.segment,
             driver=spec.driver,
             work_dir=work,
+            ensemble=spec.ensemble,
+            pressure=spec.pressure,
+            barostat=spec.barostat,
+            strain=spec.strain,
         )
         launch = execution.profile(spec.md_engine)
         engine = registry.md_engine(spec.md_engine, spec.md_parameters, launch)

@@ -8,4 +8,7 @@ EXAMPLE_NAMES: tuple[str, ...] = (
     "experiment-3",
     "experiment-3-larger",
     "complete-database",
+    "experiment-3-npt",
+    "experiment-3-strain",
+    "experiment-3-learn",
 )

@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import ase.io
@@ -144,12 +145,12 @@ walkers:
     structure: structures/{walker}.extxyz
     temperature: 400
     timestep: 2.0
-    thermostat: {{kind: langevin, friction: 0.02}}
+    thermostat: {thermostat}
     total_steps: {total_steps}
     check_interval: 10
     segment_steps: 200
     seed: 7
-
+{walker_extra}
 gamma:
   trigger: {trigger}
   upper: {upper}
@@ -165,12 +166,12 @@ oracle:
     calculator: emt
 
 convergence:
-  steps_without_trigger: 600
+  steps_without_trigger: {steps_without_trigger}
 
 properties:
   - {{name: surface_100, kind: surface_energy, facet: "100"}}
   - {{name: surface_111, kind: surface_energy, facet: "111"}}
-  - {{name: bulk_modulus_bcc, kind: bulk_modulus, phase: bcc}}
+  - {{name: bulk_modulus_bcc, kind: bulk_modulus, phase: bcc{bcc_extra}}}
 """
 
 
@@ -192,6 +193,17 @@ def complete_database(seed: int = 11) -> list[Atoms]:
     return structures
 
 
+@dataclass(frozen=True)
+class Exploration:
+    """What an experiment adds to the original's NVT walker: lines of the walker (ensemble npt,
+    strain), of the bcc bulk-modulus property (learn: true), and when a walker is converged."""
+
+    walker: str = ""  # YAML lines inside the walker, each ending with a newline
+    thermostat: str = "{kind: langevin, friction: 0.02}"
+    bcc_property: str = ""  # ", key: value" pairs added to the bulk_modulus_bcc entry
+    steps_without_trigger: int = 600
+
+
 def _write_experiment(
     directory: Path,
     title: str,
@@ -199,6 +211,7 @@ def _write_experiment(
     kinds: tuple[str, ...],
     total_steps: int = 1500,
     trigger: float = 0.25,
+    exploration: Exploration = Exploration(),
 ) -> None:
     from lasp2_hpc.examples.gold import BUILDERS
 
@@ -212,6 +225,10 @@ def _write_experiment(
         walker=walker,
         total_steps=total_steps,
         trigger=trigger,
+        walker_extra=exploration.walker,
+        thermostat=exploration.thermostat,
+        bcc_extra=exploration.bcc_property,
+        steps_without_trigger=exploration.steps_without_trigger,
     )
     atomic_write_text(directory / CAMPAIGN_FILE, text)
     atomic_write_text(directory / "database" / "initial.extxyz", _extxyz(initial))
@@ -257,6 +274,55 @@ def write_experiment_3_larger(directory: Path) -> None:
     )
 
 
+# Beyond the original: exploration that reaches the volumes of the bcc bulk modulus
+NPT_WALKER = """\
+    ensemble: npt               # constant pressure: the cell follows the driving member
+    pressure: 0.0               # GPa
+    barostat:                   # MTK (ASE), fix npt (LAMMPS)
+      time_constant: 1000       # fs
+      coupling: isotropic
+      stress_trigger: 1.5       # GPa: also label where the members disagree on the stress
+"""
+NPT_THERMOSTAT = "{kind: nose-hoover, time_constant: 100}  # the MTK barostat's chain"
+STRAIN_WALKER = """\
+    strain:                     # NVT at each strain step of the start cell, 200 steps each
+      kind: isotropic
+      steps: [-0.04, -0.03, -0.02, -0.01, 0.0, 0.01, 0.02, 0.03, 0.04]
+"""
+LEARN_BCC = ", learn: true, learn_per_version: 3"  # γ on the EOS structures, labelled if over
+
+
+def write_experiment_3_npt(directory: Path) -> None:
+    _write_experiment(
+        directory,
+        "Experiment 3 at constant pressure: from 20 fcc structures, an NPT walker in bcc Au",
+        "aubcc",
+        ("fcc",),
+        exploration=Exploration(walker=NPT_WALKER, thermostat=NPT_THERMOSTAT),
+    )
+
+
+def write_experiment_3_strain(directory: Path) -> None:
+    _write_experiment(
+        directory,
+        "Experiment 3 on strained cells: from 20 fcc structures, bcc Au at strains -4 %..+4 %",
+        "aubcc",
+        ("fcc",),
+        total_steps=1800,
+        exploration=Exploration(walker=STRAIN_WALKER, steps_without_trigger=0),
+    )
+
+
+def write_experiment_3_learn(directory: Path) -> None:
+    _write_experiment(
+        directory,
+        "Experiment 3 with property-aware labelling: the bcc walker, and γ on the bcc EOS",
+        "aubcc",
+        ("fcc",),
+        exploration=Exploration(bcc_property=LEARN_BCC),
+    )
+
+
 def write_complete_database(directory: Path) -> None:
     """A committee trained on the whole complete database: the dashed reference of the figures.
     Its walker only makes the campaign measure the committee (its trigger is never reached)."""
@@ -285,6 +351,9 @@ EXAMPLES = {
     "experiment-3": write_experiment_3,
     "experiment-3-larger": write_experiment_3_larger,
     "complete-database": write_complete_database,
+    "experiment-3-npt": write_experiment_3_npt,
+    "experiment-3-strain": write_experiment_3_strain,
+    "experiment-3-learn": write_experiment_3_learn,
 }
 assert tuple(EXAMPLES) == EXAMPLE_NAMES, "lasp2_hpc/campaign/catalogue.py names every example"
 

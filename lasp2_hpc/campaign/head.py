@@ -121,7 +121,21 @@ class Head:
             info = json.loads(self.layout.run_info.read_text())
             command = str(info.get("command", command))
             detail = f" (pid {info['pid']} on {info['host']}, since {time.ctime(info['started'])})"
+            if info["host"] == socket.gethostname() and not _process_alive(int(info["pid"])):
+                # run.json is the dead head's still: the winner of a simultaneous start has not
+                # written its own yet
+                detail = " (starting just now)"
         return (
             f"another `{command}` is active on {self.layout.root}{detail}; "
             "watch it with `lasp2 status`, or stop it before starting a new one"
         )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process of that number: alive
+    return True

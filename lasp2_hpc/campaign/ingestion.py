@@ -24,7 +24,7 @@ from lasp2_hpc.apps.results import (
     TrainingResult,
 )
 from lasp2_hpc.campaign.settings import CampaignSettings
-from lasp2_hpc.database.store import HASH_KEY, StructureDatabase
+from lasp2_hpc.database.store import HASH_KEY, LABEL_HASH_KEY, StructureDatabase
 from lasp2_hpc.jobs.environment import WalltimeReached
 from lasp2_hpc.jobs.launch import EngineSetupError
 from lasp2_hpc.ledger.events import (
@@ -223,6 +223,8 @@ class Ingestion:
             }
         )
         self.database.add([labelled])
+        # the ledger's copy of the label's hash: the reference the file is checked against
+        provenance["label_hash"] = labelled.info[LABEL_HASH_KEY]
         entry = DatabaseEntry(candidate.id, provenance)
         return LabelFinished(time.time(), task.id, candidate.id, entry, result.job_id)
 

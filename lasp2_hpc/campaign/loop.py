@@ -87,6 +87,9 @@ class Runner:
                     stop_reason = "the campaign had finished already"
                     return self.ledger.state.finish_reason or "finished"
                 check_energy_convention(self.campaign, self.ledger.state.energy_convention)
+                # every label the ledger lists, as it recorded it: an edited frame stops the
+                # head here (exit 8), before any training reads it
+                self.database.verify([(e.hash, e.label_hash) for e in self.ledger.state.database])
                 self._reopen_blocked()
                 self.head.check_stop()
                 self._start_session()
@@ -190,9 +193,10 @@ class Runner:
             finished = self._wait_finished()
 
     def _wait_finished(self) -> list[Future[dict[str, Any]]]:
-        """The futures that finished: waits for one (up to WAIT_SECONDS), takes all there are."""
+        """The futures that finished: waits for one (up to WAIT_SECONDS, or until the back-off
+        of a lost task ends), takes all there are."""
         try:
-            finished = [self._done.get(timeout=WAIT_SECONDS)]
+            finished = [self._done.get(timeout=self._wait_seconds())]
         except queue.Empty:
             return []
         while True:
@@ -200,6 +204,12 @@ class Runner:
                 finished.append(self._done.get_nowait())
             except queue.Empty:
                 return finished
+
+    def _wait_seconds(self) -> float:
+        now = time.time()
+        pending = self.ledger.state.tasks_with_status("pending")
+        ends = [task.not_before - now for task in pending if task.not_before > now]
+        return max(0.01, min([WAIT_SECONDS, *ends]))
 
     def _record(self, event: Event) -> None:
         self.ledger.record(event)
@@ -239,8 +249,10 @@ class Runner:
         if isinstance(task.spec, TrainMemberSpec):
             work_dir.mkdir(parents=True, exist_ok=True)
             size = task.spec.training_set_size
-            hashes = [e.hash for e in self.ledger.state.database[:size]]
-            atomic_write_text(work_dir / TRAINING_SET_FILE, json.dumps(hashes) + "\n")
+            # each with the label hash the ledger recorded: the member trains on those labels
+            # or stops (StructureDatabase.select), never on a frame edited since
+            entries = [[e.hash, e.label_hash or ""] for e in self.ledger.state.database[:size]]
+            atomic_write_text(work_dir / TRAINING_SET_FILE, json.dumps(entries) + "\n")
 
     def _collect(self, task_id: str, future: Future[dict[str, Any]]) -> None:
         state = self.ledger.state

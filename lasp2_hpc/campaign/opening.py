@@ -1,5 +1,6 @@
 """Opening a campaign directory: its settings, its site config, and the checks that must pass
-before anything runs (permissions on a shared login node, the database's energy convention)."""
+before anything runs (docs/security.md: paths no shell interprets, files and folders no other
+user can change; the database's energy convention)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lasp2_hpc.campaign.layout import CampaignLayout
-from lasp2_hpc.campaign.settings import CampaignSettings, load_campaign_settings
+from lasp2_hpc.campaign.settings import CAMPAIGN_FILE, CampaignSettings, load_campaign_settings
 from lasp2_hpc.site.config import SiteConfig, find_site_config, load_site_config
+from lasp2_hpc.site.trust import (
+    UnsafePath,
+    UnsafePermissions,
+    check_private,
+    check_safe_path,
+    check_trusted_file,
+)
 
+__all__ = ["Campaign", "UnsafePath", "UnsafePermissions", "open_campaign"]
 
-class UnsafePermissions(ValueError):
-    pass
+# What the head reads or writes at the campaign's top level (created private by lasp2; one made
+# by hand, or loosened by a chmod, is checked before anything is read). run.lock is left out: it
+# holds nothing, and the lock library chooses its mode.
+HEAD_FILES = (
+    "ledger.json",
+    "ledger.previous.json",
+    "events.jsonl",
+    "oracle-calls.jsonl",
+    "run.json",
+    "database",
+    "database/database.extxyz",
+    "walkers",
+    "tasks",
+    "committees",
+    "parsl",
+    "logs",
+    "reruns",
+)
 
 
 @dataclass
@@ -23,30 +48,37 @@ class Campaign:
     site_path: Path
 
 
+def campaign_root(directory: str | Path) -> Path:
+    """The campaign directory, resolved, checked to be one that lasp2 may work in: a path no
+    shell interprets, a folder of the user's that no one else can write into, and a
+    campaign.yaml of the user's that no one else can change (before it is read)."""
+    root = Path(directory).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory")
+    check_safe_path(root, "the campaign directory")
+    check_private(root)
+    check_private(root / CAMPAIGN_FILE)
+    return root
+
+
 def open_campaign(directory: str | Path) -> Campaign:
     """Read and check everything a run needs; raises before anything is started."""
-    layout = CampaignLayout(Path(directory).resolve())
-    if not layout.root.is_dir():
-        raise FileNotFoundError(f"{layout.root} is not a directory")
+    layout = CampaignLayout(campaign_root(directory))
     settings = load_campaign_settings(layout.root)
     site_path = find_site_config(settings.site, layout.root)
-    for path in (layout.root / "ledger.json", site_path, layout.root / "campaign.yaml"):
-        inside = path.resolve().is_relative_to(layout.root)
-        # A shipped site config may sit in a group-writable shared install; never world-writable.
-        refuse_if_writable_by_others(path, 0o022 if inside else 0o002)
+    check_trusted_file(site_path, layout.root)
+    for name in HEAD_FILES:
+        check_private(layout.root / name)
+    for named in named_files(settings):
+        check_trusted_file(layout.root / named, layout.root)
     return Campaign(layout, settings, load_site_config(site_path), site_path)
 
 
-def refuse_if_writable_by_others(path: Path, forbidden: int = 0o022) -> None:
-    """What runs under the user's account must not be changeable by other users of the cluster."""
-    if not path.exists():
-        return
-    mode = path.stat().st_mode & 0o777
-    if mode & forbidden:
-        raise UnsafePermissions(
-            f"{path} is writable by other users (mode {mode:o}): anyone in the group could change "
-            f"what runs under your account and allocation (fix: chmod go-w {path})"
-        )
+def named_files(settings: CampaignSettings) -> list[str]:
+    """The files campaign.yaml names, relative to the campaign."""
+    files = [settings.initial_database]
+    files += [w.structure for w in settings.walkers if w.structure is not None]
+    return files
 
 
 def oracle_convention(campaign: Campaign) -> str:

@@ -12,6 +12,7 @@ from ase import Atoms
 from lasp2_hpc.atomic import atomic_write_bytes
 from lasp2_hpc.campaign.opening import Campaign
 from lasp2_hpc.campaign.settings import WalkerSettings
+from lasp2_hpc.campaign.walker_modes import BarostatSettings
 from lasp2_hpc.database.store import LABEL_HASH_KEY, StructureDatabase
 from lasp2_hpc.engines.base import thermalize
 from lasp2_hpc.ledger.planning import MdPolicy, OraclePolicy, Policy, TrainingPolicy, WalkerPolicy
@@ -31,6 +32,10 @@ def build_policy(campaign: Campaign) -> Policy:
             thermostat=asdict(w.thermostat),
             check_interval=w.check_interval,
             seed=w.seed,
+            ensemble=w.ensemble,
+            pressure=w.pressure or 0.0,
+            barostat=asdict(w.barostat or BarostatSettings()) if w.ensemble == "npt" else {},
+            strain=w.strain.to_policy() if w.strain is not None else None,
         )
         for w in settings.walkers
     }

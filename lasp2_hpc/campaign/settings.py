@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lasp2_hpc.campaign import walker_modes
 from lasp2_hpc.hdnnp.potential_settings import (
     AngularSet,
     HdnnpSetup,
@@ -50,8 +51,8 @@ SEED = at_least(0, 2**32 - 1)  # numpy's seeds
 STEPS = at_least(1, 10**10)
 
 
-@bounded(scratch_every=at_least(0, 10**6))
 @dataclass
+@bounded(scratch_every=at_least(0, 10**6))
 class RetrainingSettings:
     """How a new committee version is trained: each member from new weights (``scratch``, the
     original method), or continuing from the previous version's same member (``warm``: a short
@@ -66,8 +67,8 @@ class RetrainingSettings:
             raise ValueError("scratch_every must be >= 0")
 
 
-@bounded(size=Bound(high=64), seeds=SEED)  # size >= 2 and driver: __post_init__
 @dataclass
+@bounded(size=Bound(high=64), seeds=SEED)  # size >= 2 and driver: __post_init__
 class CommitteeSettings:
     size: int = 4
     seeds: list[int] = field(default_factory=list)  # default 1..size
@@ -89,20 +90,16 @@ class CommitteeSettings:
             raise FieldError("driver", f"driver must be a member index 0..{self.size - 1}")
 
 
-@bounded(friction=above(0, 10.0), time_constant=above(0, 1e7))
 @dataclass
+@bounded(friction=above(0, 10.0), time_constant=above(0, 1e7))
 class ThermostatSettings:
     # None: the MD engine's own default (ASE: langevin; LAMMPS: Nosé–Hoover, fix nvt)
     kind: Literal["langevin", "bussi", "nose-hoover"] | None = None
     friction: float = 0.01  # 1/fs, Langevin
     time_constant: float = 100.0  # fs, Bussi and Nosé–Hoover
 
-    def __post_init__(self) -> None:
-        for name in ("friction", "time_constant"):  # also when built in code, not read
-            if not getattr(self, name) > 0:
-                raise FieldError(name, f"{name} must be > 0")
 
-
+@dataclass
 @bounded(
     temperature=above(0, 1e5),  # K
     timestep=above(0, 100.0),  # fs
@@ -110,8 +107,8 @@ class ThermostatSettings:
     check_interval=STEPS,
     segment_steps=STEPS,
     seed=SEED,
+    pressure=walker_modes.PRESSURE_BOUND,  # GPa
 )
-@dataclass
 class WalkerSettings:
     name: Identifier  # a folder of the campaign: walkers/NAME/
     structure: str | None = None  # a file any ASE reader knows, relative to the campaign
@@ -123,39 +120,38 @@ class WalkerSettings:
     check_interval: int = 10
     segment_steps: int = 500  # MD steps per task; the head checkpoints between segments
     seed: int = 0
+    # exploration beyond NVT at a fixed cell (lasp2_hpc/campaign/walker_modes.py)
+    ensemble: Literal["nvt", "npt"] = "nvt"
+    pressure: float | None = None  # GPa, npt only (None: 0)
+    barostat: walker_modes.BarostatSettings | None = None  # npt only (None: the defaults)
+    strain: walker_modes.StrainSettings | None = None  # NVT at each strain step of the start cell
 
     def __post_init__(self) -> None:
         if (self.structure is None) == (self.builder is None):
             raise FieldError(
                 "structure", f"walker {self.name!r}: give exactly one of structure or builder"
             )
-        for name in ("temperature", "timestep"):
-            if not getattr(self, name) > 0:
-                raise FieldError(name, f"walker {self.name!r}: {name} must be > 0")
-        for name in ("total_steps", "check_interval", "segment_steps"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"walker {self.name!r}: {name} must be >= 1")
         if self.segment_steps % self.check_interval:
             raise FieldError(
                 "segment_steps",
                 f"walker {self.name!r}: segment_steps must be a multiple of check_interval",
             )
+        walker_modes.check_walker_mode(self)
 
 
-@bounded(trigger=above(0, 1000.0), upper=above(0, 1e6))  # eV/Å
 @dataclass
+@bounded(trigger=above(0, 1000.0), upper=above(0, 1e6))  # eV/Å
 class GammaSettings:
     trigger: float  # eV/Å
     upper: float | None = None  # eV/Å; above it the structure is considered exploded
     variant: Literal["atom", "component"] = "atom"
 
     def __post_init__(self) -> None:
-        if not self.trigger > 0:
-            raise FieldError("trigger", "trigger must be > 0 eV/Å")
         if self.upper is not None and not self.upper > self.trigger:
             raise FieldError("upper", "upper must be larger than trigger")
 
 
+@dataclass
 @bounded(
     labels_per_retrain=at_least(1, 10**6),
     max_labels=at_least(1, 10**7),
@@ -163,7 +159,6 @@ class GammaSettings:
     dedup_steps=at_least(0, 10**10),
     dedup_rmsd=at_least(0, 100.0),  # Å
 )
-@dataclass
 class LabellingSettings:
     labels_per_retrain: int = 1
     max_labels: int = 100
@@ -171,33 +166,20 @@ class LabellingSettings:
     dedup_steps: int = 20  # a trigger this close to a pending one of the same walker is skipped
     dedup_rmsd: float = 0.05  # Å, structures closer than this to a pending one are skipped
 
-    def __post_init__(self) -> None:
-        for name in ("labels_per_retrain", "max_labels", "max_iterations"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"{name} must be >= 1")
-        for name in ("dedup_steps", "dedup_rmsd"):
-            if not getattr(self, name) >= 0:
-                raise FieldError(name, f"{name} must be >= 0")
 
-
-@bounded(steps_without_trigger=at_least(0, 10**10), max_rollbacks=at_least(0, 10**6))
 @dataclass
+@bounded(steps_without_trigger=at_least(0, 10**10), max_rollbacks=at_least(0, 10**6))
 class ConvergenceSettings:
     steps_without_trigger: int = 0  # 0: walkers run to total_steps
     max_rollbacks: int = 5  # consecutive explosions before a walker is given up
 
-    def __post_init__(self) -> None:
-        for name in ("steps_without_trigger", "max_rollbacks"):
-            if getattr(self, name) < 0:
-                raise FieldError(name, f"{name} must be >= 0")
 
-
+@dataclass
 @bounded(
     max_attempts=at_least(1, 1000),
     max_timeouts=at_least(1, 1000),
     max_infrastructure_failures=at_least(1, 10**6),
 )
-@dataclass
 class CampaignSettings:
     elements: list[str]
     gamma: GammaSettings
@@ -226,9 +208,6 @@ class CampaignSettings:
         if not self.walkers:
             raise FieldError("walkers", "walkers must list at least one walker")
         _refuse_repeated([w.name for w in self.walkers], "walkers", "walker names")
-        for name in ("max_attempts", "max_timeouts", "max_infrastructure_failures"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"{name} must be >= 1")
         for index, probe in enumerate(self.properties):
             problem = identifier_problem(probe.name)
             if problem is not None:
@@ -462,7 +441,9 @@ def check_structures(
                 "add them to elements, or give a structure of the campaign's elements",
             )  # fmt: skip
         if not np.isfinite(atoms.positions).all() or not np.isfinite(atoms.cell.array).all():
-            raise SettingsError(path, key, f"{where} has non-finite positions or cell")
+            raise SettingsError(
+                path, key, f"{where} has non-finite positions or cell", "correct the file"
+            )
         if labelled:
             _check_label(atoms, where, path, key)
 
@@ -479,7 +460,12 @@ def _check_label(atoms: Any, where: str, path: Path, key: str) -> None:
             "the initial database must hold labelled structures (extxyz with energy= and forces)",
         ) from None  # fmt: skip
     if not np.isfinite(energy) or not np.isfinite(forces).all():
-        raise SettingsError(path, key, f"{where} has a non-finite energy or forces")
+        raise SettingsError(
+            path,
+            key,
+            f"{where} has a non-finite energy or forces",
+            "label it again or leave it out",
+        )
 
 
 def engine_choices(settings: CampaignSettings) -> list[tuple[str, str, EngineSettings]]:

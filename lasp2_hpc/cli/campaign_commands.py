@@ -12,11 +12,7 @@ import time
 from pathlib import Path
 
 from lasp2_hpc.campaign.catalogue import EXAMPLE_NAMES
-from lasp2_hpc.ledger.state import CampaignState
-from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, LedgerWriteError, read_ledger_file
-
-# the exit codes, one table for every command: lasp2_hpc/cli/errors.py
-from lasp2_hpc.cli.errors import (  # noqa: E402 - after the imports above, kept apart
+from lasp2_hpc.cli.errors import (  # the exit codes of every command, in one table
     EXIT_BAD_INPUT,
     EXIT_BLOCKED,
     EXIT_BUSY,
@@ -24,7 +20,10 @@ from lasp2_hpc.cli.errors import (  # noqa: E402 - after the imports above, kept
     EXIT_INTERRUPTED,
     EXIT_LEDGER,
     EXIT_NOT_WRITTEN,
+    check_output_file,
 )
+from lasp2_hpc.ledger.state import CampaignState
+from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, LedgerWriteError, read_ledger_file
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -126,14 +125,21 @@ def _register_outputs(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report", help="figures (PNG) and a one-page Markdown report of a campaign"
     )
-    report.add_argument("directory", type=Path)
+    report.add_argument("directories", type=Path, nargs="+", metavar="DIR")
     report.add_argument("-o", "--output", type=Path, help="where to write (default DIR/report)")
     report.add_argument(
         "--complete-database",
         type=Path,
+        nargs="+",
         metavar="CAMPAIGN",
         help="another campaign (e.g. trained on a complete database): its newest committee's "
-        "control properties are drawn as the dashed reference",
+        "control properties are drawn as the dashed reference (with --repeats: one or more)",
+    )
+    report.add_argument(
+        "--repeats",
+        action="store_true",
+        help="the DIRs repeat one experiment (other seeds): mean ± spread over them per "
+        "iteration, and each against the goals (default output: DIR1/../repeats-report)",
     )
     report.add_argument(
         "--no-model-errors",
@@ -166,12 +172,16 @@ def _register_outputs(commands: argparse._SubParsersAction) -> None:
 
 def run_init(arguments: argparse.Namespace) -> int:
     from lasp2_hpc.campaign.examples import write_example
+    from lasp2_hpc.site.trust import check_safe_path
 
+    # a campaign that could never run (its path reaches Parsl's command lines) is not written
+    check_safe_path(Path(arguments.directory).absolute(), "the campaign directory")
+    os.umask(0o077)  # every file of the campaign private to the user (docs/security.md)
     try:
         directory = write_example(arguments.directory, arguments.example)
     except FileExistsError as error:
         print(f"lasp2: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(f"wrote campaign {directory} ({arguments.example}); start it with: lasp2 run {directory}")
     return 0
 
@@ -411,14 +421,34 @@ def run_rerun(arguments: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def require_started(directory: Path, what: str) -> None:
+    """A campaign that has run: `report` and `export` have nothing to show of one that has not."""
+    from lasp2_hpc.ledger.store import Ledger
+
+    if not (Path(directory) / "campaign.yaml").is_file():
+        raise ValueError(f"{directory} is not a campaign (no campaign.yaml)")
+    if not Ledger(directory).exists():
+        raise ValueError(
+            f"campaign {directory} has not started yet: no {what} to write; "
+            f"`lasp2 run {directory}` starts it"
+        )
+
+
 def run_report(arguments: argparse.Namespace) -> int:
     from lasp2_hpc.report.document import write_report
 
+    directories, complete = arguments.directories, arguments.complete_database or []
+    for directory in directories:
+        require_started(directory, "report")
+    if arguments.repeats:
+        return _report_repeats(directories, arguments.output, complete)
+    if len(directories) > 1 or len(complete) > 1:
+        raise ValueError("several campaigns are reported together with --repeats")
     try:
         path = write_report(
-            arguments.directory,
+            directories[0],
             arguments.output,
-            arguments.complete_database,
+            complete[0] if complete else None,
             model_errors=not arguments.no_model_errors,
         )
     except LedgerError as error:
@@ -428,19 +458,35 @@ def run_report(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _report_repeats(directories: list[Path], output: Path | None, complete: list[Path]) -> int:
+    from lasp2_hpc.report.repeats import write_repeats_report
+
+    output = output or directories[0].parent / "repeats-report"
+    try:
+        path = write_repeats_report(directories, output, complete)
+    except LedgerError as error:
+        print(f"lasp2: error: {error}", file=sys.stderr)
+        return EXIT_LEDGER
+    print(f"wrote {path} and its figure")
+    return 0
+
+
 def run_export(arguments: argparse.Namespace) -> int:
     """The structures the ledger lists, in its order (a database line it does not list is left)."""
     from lasp2_hpc.campaign.layout import CampaignLayout
     from lasp2_hpc.database.store import StructureDatabase
 
     layout = CampaignLayout(Path(arguments.directory))
+    require_started(layout.root, "database")
+    check_output_file(arguments.output)
     try:
         state = read_ledger_file(layout.root / LEDGER_FILE)
     except LedgerError as error:
         print(f"lasp2: error: {error}", file=sys.stderr)
         return EXIT_LEDGER
-    hashes = [entry.hash for entry in state.database]
-    count = StructureDatabase(layout.database).export_input_data(arguments.output, hashes)
+    # each frame checked against the label hash the ledger recorded (exit 8 if one differs)
+    entries = [[entry.hash, entry.label_hash or ""] for entry in state.database]
+    count = StructureDatabase(layout.database).export_input_data(arguments.output, entries)
     print(f"wrote {count} structures to {arguments.output}")
     return 0
 
@@ -452,6 +498,11 @@ def run_daemon(arguments: argparse.Namespace) -> int:
     if not (Path(directory) / "campaign.yaml").exists():
         print(f"lasp2: error: {directory} is not a campaign (no campaign.yaml)", file=sys.stderr)
         return 2
+    if arguments.daemon_command == "start":
+        from lasp2_hpc.campaign.opening import open_campaign
+
+        open_campaign(directory)  # a bad campaign is refused here, not in the daemon's log
+        os.umask(0o077)  # logs/daemon.log private, as everything the head writes
     try:
         if arguments.daemon_command == "start":
             print(daemon.start_daemon(directory, if_dead=arguments.if_dead))
@@ -470,18 +521,26 @@ def run_daemon(arguments: argparse.Namespace) -> int:
 
 
 def run_site_check(arguments: argparse.Namespace) -> int:
+    from lasp2_hpc.campaign.opening import campaign_root
     from lasp2_hpc.campaign.settings import engine_choices, load_campaign_settings
-    from lasp2_hpc.site.check import ALL_ENGINES, check_engines, describe_engines, describe_site
-    from lasp2_hpc.site.config import builtin_site_configs, load_site_config
+    from lasp2_hpc.site.check import (
+        ALL_ENGINES,
+        check_engines,
+        describe_engines,
+        describe_site,
+        load_trusted_site,
+    )
+    from lasp2_hpc.site.config import builtin_site_configs
 
     path = Path(arguments.file)
     if not path.exists() and (builtin_site_configs() / f"{path}.yaml").exists():
         path = builtin_site_configs() / f"{path}.yaml"
-    site = load_site_config(path)
+    # its worker_init runs below (the engines are looked up after it): only a file of the user's
+    site = load_trusted_site(path)
     print(describe_site(site, path))
     engines = ALL_ENGINES
     if arguments.campaign is not None:
-        settings = load_campaign_settings(arguments.campaign)
+        settings = load_campaign_settings(campaign_root(arguments.campaign))
         engines = [
             (role, choice.engine, choice.parameters) for role, _, choice in engine_choices(settings)
         ]
@@ -505,7 +564,16 @@ def run_validate(arguments: argparse.Namespace) -> int:
         except LedgerError as error:
             print(f"lasp2: error: {error}", file=sys.stderr)
             return EXIT_LEDGER
-        ledger_note = f"ledger at iteration {state.iteration}"
+        from lasp2_hpc.database.store import StructureDatabase
+
+        # every label as the ledger recorded it (exit 8 names a frame edited since)
+        StructureDatabase(campaign.layout.database).verify(
+            [(entry.hash, entry.label_hash) for entry in state.database]
+        )
+        ledger_note = (
+            f"ledger at iteration {state.iteration}, its {len(state.database)} database "
+            "entries match their labels"
+        )
     print(
         f"{campaign.layout.root}: campaign.yaml valid, site {campaign.site.name} "
         f"({campaign.site_path}), {ledger_note}"

@@ -56,6 +56,8 @@ def _text(error: BaseException) -> str:
 
 def _os_message(error: BaseException) -> str:
     assert isinstance(error, OSError)
+    if error.errno is None:  # raised by lasp2 with a message of its own
+        return f"error: {error}"
     where = error.filename if error.filename is not None else "a file"
     reason = error.strerror or str(error)
     code = error.errno
@@ -169,6 +171,18 @@ TABLE: tuple[ErrorRow, ...] = (
     ),
     ErrorRow("builtins:Exception", EXIT_INTERNAL, _internal),
 )
+
+
+def check_output_file(path: Path) -> None:
+    """Before any work: an output file can be written there (a command that computes for a
+    minute must not fail at its last step, and an atomic write's error would name its
+    temporary file, not the one the user gave)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "No such directory", str(parent))
 
 
 def row_for(error: BaseException) -> ErrorRow | None:

@@ -54,9 +54,21 @@ def read_structures(path: Path) -> list[Atoms]:
 
     if not path.exists():
         raise FileNotFoundError(f"structure file {path} does not exist")
-    if path.name.endswith("input.data") or path.suffix == ".data":
-        return read_input_data(path)
-    return list(ase.io.read(path, index=":"))
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory: give a structure file (extxyz, input.data...)")
+    try:
+        if path.name.endswith("input.data") or path.suffix == ".data":
+            structures = list(read_input_data(path))
+        else:
+            structures = list(ase.io.read(path, index=":"))
+    except Exception as error:  # every reader's own errors (unknown format, empty, not text)
+        raise ValueError(
+            f"{path} cannot be read as structures ({type(error).__name__}: {error}); give a "
+            "file ASE reads (extxyz, POSCAR...) or n2p2's input.data"
+        ) from None
+    if not structures:
+        raise ValueError(f"{path} holds no structure")
+    return structures
 
 
 def _units(arguments: argparse.Namespace) -> ModelUnits | None:
@@ -79,6 +91,10 @@ def run_predict(arguments: argparse.Namespace) -> int:
     if len(arguments.models) < 2:
         raise ValueError("usage: lasp2 hdnnp predict MODEL_DIR [MODEL_DIR ...] STRUCTURES")
     *model_paths, structure_path = arguments.models
+    if arguments.output is not None:
+        from lasp2_hpc.cli.errors import check_output_file
+
+        check_output_file(arguments.output)
     committee = Committee.load(model_paths, units=_units(arguments))
     structures = read_structures(structure_path)
     results = []

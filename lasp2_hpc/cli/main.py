@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from lasp2_hpc.cli import campaign_commands, hdnnp_commands, oracle_commands
+from lasp2_hpc.cli.errors import run_handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,14 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if arguments.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        return int(arguments.handler(arguments) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"lasp2: error: {error}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `lasp2 status DIR | head`: the reader left, nothing is wrong
-        sys.stderr.close()
-        return 0
+    # every error of every command ends as lasp2_hpc/cli/errors.py's table says: an exit code
+    # and one line, never a traceback (`-v` adds it)
+    return run_handler(lambda: arguments.handler(arguments), verbose=arguments.verbose)
 
 
 if __name__ == "__main__":

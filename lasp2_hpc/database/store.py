@@ -4,6 +4,12 @@ A new label is appended (one write, fsynced), so adding costs the same at the 10
 the 10,000th. A crash mid-append leaves a cut last frame: readers take the complete frames only,
 and the next append cuts the file back to them first. Adding a structure whose hash is present is
 a no-op, which makes a label collected twice after a crash harmless.
+
+Each frame's label (energy, forces, stress, with the structure they belong to) is hashed when it
+is added: ``lasp2_label_hash`` in the frame, and the same hash in the ledger's entry (its
+provenance), which is the reference, since whoever edits the file can recompute the hash in it.
+Every read checks the frames against their own hash, and ``select`` against the ledger's when it
+is given: a frame edited by hand stops training and export with its number and hash.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import ase.io
 import numpy as np
@@ -22,8 +29,19 @@ from ase import Atoms
 from lasp2_hpc import crash_points
 from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.hdnnp.input_data import write_input_data
+from lasp2_hpc.jobs.launch import EngineSetupError
 
 HASH_KEY = "lasp2_hash"
+LABEL_HASH_KEY = "lasp2_label_hash"
+LABEL_KEYS = ("energy", "forces", "stress")  # what a label is; hashed in this order
+
+
+class DatabaseIntegrityError(EngineSetupError, ValueError):
+    """A frame of the database is not what was added (edited by hand, damaged), or cannot be read.
+    Retrying cannot help: a task that meets one waits for the operator (blocked), the head and
+    ``lasp2 export`` stop with the frame named."""
+
+
 # Hash the numbers as extxyz writes them (8 decimals), so a structure read back hashes the same.
 _FORMAT = "{:.8f}"
 
@@ -36,6 +54,43 @@ def structure_hash(atoms: Atoms) -> str:
         digest.update(text.replace("-0.00000000", "0.00000000").encode())
     digest.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
     return digest.hexdigest()
+
+
+def label_hash(atoms: Atoms) -> str:
+    """The hash of a frame's label and the structure it labels, from the numbers as read from
+    the file (bit for bit: a frame read back hashes the same)."""
+    digest = hashlib.sha256(b"lasp2-label-1")
+    for array, dtype in (
+        (atoms.numbers, np.int64),
+        (atoms.positions, np.float64),
+        (atoms.cell.array, np.float64),
+        (atoms.pbc, np.int8),
+    ):
+        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    results = atoms.calc.results if atoms.calc is not None else {}
+    for key in LABEL_KEYS:
+        value = results.get(key)
+        digest.update(key.encode())
+        if value is None:
+            digest.update(b"-")
+        else:
+            digest.update(np.ascontiguousarray(value, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _expected_label_hashes(items: Sequence[Any]) -> tuple[list[str], dict[str, str]]:
+    """Training-set entries as the head writes them: ``[hash, label_hash]`` (the ledger's label
+    hash), or a bare hash (a training set written before label hashes, or a legacy entry)."""
+    hashes, expected = [], {}
+    for item in items:
+        if isinstance(item, str):
+            hashes.append(item)
+        else:
+            key, label = item
+            hashes.append(str(key))
+            if label:
+                expected[str(key)] = str(label)
+    return hashes, expected
 
 
 def _extxyz_text(frames: Sequence[Atoms]) -> str:
@@ -68,7 +123,7 @@ def complete_frames_length(data: bytes) -> int:
 class StructureDatabase:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._hashes: set[str] | None = None
+        self._hashes: dict[str, str] | None = None  # structure hash -> label hash, as stored
         self._size = -1  # the file's size when _hashes was read
         self._complete_size = -1  # a size known to end with a whole frame
 
@@ -82,10 +137,46 @@ class StructureDatabase:
         return data[:complete]
 
     def read(self) -> list[Atoms]:
+        """Every whole frame, each checked against the label hash recorded in it."""
         data = self._complete_bytes()
         if not data:
             return []
-        return list(ase.io.iread(io.StringIO(data.decode()), index=":", format="extxyz"))
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise DatabaseIntegrityError(
+                f"{self.path}: line {line} is not UTF-8 text: the database was damaged or "
+                "edited; restore it from a backup"
+            ) from None
+        try:
+            frames = list(ase.io.iread(io.StringIO(text), index=":", format="extxyz"))
+        except Exception as error:  # the extxyz reader's many errors: one message
+            raise DatabaseIntegrityError(
+                f"{self.path}: cannot be read ({type(error).__name__}: {error}): the database "
+                "was damaged or edited; restore it from a backup"
+            ) from None
+        for index, atoms in enumerate(frames):
+            self._check_frame(index, atoms)
+        return frames
+
+    def _check_frame(self, index: int, atoms: Atoms, expected: str | None = None) -> None:
+        key = atoms.info.get(HASH_KEY)
+        if key is None:
+            raise DatabaseIntegrityError(
+                f"{self.path}: frame {index + 1} has no {HASH_KEY}: it was not added by lasp2"
+            )
+        recorded = expected or atoms.info.get(LABEL_HASH_KEY)
+        if recorded is None:
+            return  # added before labels were hashed: the ledger holds no hash of it either
+        if label_hash(atoms) != str(recorded):
+            source = "the ledger" if expected else "the frame"
+            raise DatabaseIntegrityError(
+                f"{self.path}: frame {index + 1} (structure {str(key)[:12]}) is not the label "
+                f"that was added: its energy, forces, stress or positions differ from the hash "
+                f"{source} recorded. Nothing was trained on it; restore the database from a "
+                "backup (or remove the campaign's edits), then run again"
+            )
 
     def hashes(self) -> list[str]:
         return [str(a.info[HASH_KEY]) for a in self.read()]
@@ -93,12 +184,20 @@ class StructureDatabase:
     def by_hash(self) -> dict[str, Atoms]:
         return {str(a.info[HASH_KEY]): a for a in self.read()}
 
-    def _known_hashes(self) -> set[str]:
+    def _known_hashes(self) -> dict[str, str]:
         size = self.path.stat().st_size if self.path.exists() else 0
         if self._hashes is None or size != self._size:
-            self._hashes = set(self.hashes())
+            self._hashes = {
+                str(a.info[HASH_KEY]): str(a.info.get(LABEL_HASH_KEY) or label_hash(a))
+                for a in self.read()
+            }
             self._size = size
         return self._hashes
+
+    def verify(self, entries: Sequence[tuple[str, str | None]]) -> None:
+        """The frames the ledger lists are there, each with the label the ledger recorded
+        (``(hash, label_hash)``; None: recorded before labels were hashed)."""
+        self.select([[key, label or ""] for key, label in entries])
 
     def add(self, structures: Iterable[Atoms]) -> list[str]:
         """Append labelled structures not present yet; returns the hashes of all given."""
@@ -111,13 +210,20 @@ class StructureDatabase:
         for atoms in structures:
             key = str(atoms.info.get(HASH_KEY) or structure_hash(atoms))
             atoms.info[HASH_KEY] = key
+            atoms.info.pop(LABEL_HASH_KEY, None)  # computed here, never taken from the input
             hashes.append(key)
             if key not in existing and key not in new_hashes:
                 new_hashes.add(key)
                 new_frames.append(atoms)
         if new_frames:
+            # the label as it will be read back (extxyz's decimals), hashed into the frame
+            written = ase.io.iread(io.StringIO(_extxyz_text(new_frames)), format="extxyz")
+            for atoms, read_back in zip(new_frames, written, strict=True):
+                atoms.info[LABEL_HASH_KEY] = label_hash(read_back)
             self._append(_extxyz_text(new_frames).encode())
-            existing |= new_hashes
+            existing.update((a.info[HASH_KEY], a.info[LABEL_HASH_KEY]) for a in new_frames)
+        for atoms in structures:  # the label hash of what is stored, for the ledger's entry
+            atoms.info[LABEL_HASH_KEY] = existing[atoms.info[HASH_KEY]]
         return hashes
 
     def _append(self, data: bytes) -> None:
@@ -153,18 +259,31 @@ class StructureDatabase:
         if complete < len(data):
             atomic_write_text(self.path, data[:complete].decode())
 
-    def select(self, hashes: Sequence[str]) -> list[Atoms]:
-        """Entries in the order given; a missing one is an error naming it."""
-        entries = self.by_hash()
+    def select(self, items: Sequence[Any]) -> list[Atoms]:
+        """Entries in the order given, each a structure hash or ``[hash, label_hash]`` (the
+        ledger's label hash, checked); a missing or changed one is an error naming it."""
+        hashes, expected = _expected_label_hashes(items)
+        frames = self.read()
+        entries: dict[str, tuple[int, Atoms]] = {}
+        for index, atoms in enumerate(frames):
+            entries.setdefault(str(atoms.info[HASH_KEY]), (index, atoms))
         missing = [h for h in hashes if h not in entries]
         if missing:
-            raise ValueError(
+            raise DatabaseIntegrityError(
                 f"{self.path}: {len(missing)} entries named by the ledger are missing "
-                f"(first {missing[0][:12]}); was the database edited by hand?"
+                f"(first {missing[0][:12]}); was the database edited by hand? Restore it from "
+                "a backup"
             )
-        return [entries[h] for h in hashes]
+        for key, label in expected.items():
+            index, atoms = entries[key]
+            self._check_frame(index, atoms, label)
+        self._hashes = {
+            str(a.info[HASH_KEY]): str(a.info.get(LABEL_HASH_KEY) or label_hash(a)) for a in frames
+        }
+        self._size = self.path.stat().st_size if self.path.exists() else 0
+        return [entries[h][1] for h in hashes]
 
-    def export_input_data(self, output: str | Path, hashes: Sequence[str] | None = None) -> int:
-        frames = self.select(hashes) if hashes is not None else self.read()
+    def export_input_data(self, output: str | Path, items: Sequence[Any] | None = None) -> int:
+        frames = self.select(items) if items is not None else self.read()
         write_input_data(frames, output)
         return len(frames)

@@ -102,6 +102,11 @@ class SegmentSpec:
     driver: int = 0
     # An engine that runs a program writes its files here (None: a temporary directory)
     work_dir: Path | None = None
+    ensemble: str = "nvt"  # nvt | npt (MTK barostat with a Nosé–Hoover chain)
+    pressure: float = 0.0  # GPa, npt
+    barostat: dict[str, Any] = field(default_factory=dict)  # npt: time_constant (fs), coupling
+    # {kind: isotropic|uniaxial, value: ε, axis: x|y|z}: the start cell strained by ε (None: as is)
+    strain: dict[str, Any] | None = None
 
 
 @dataclass

@@ -8,13 +8,20 @@ evaluator computes γ on the dumped frames in order, with the same trigger/upper
 :class:`~lasp2_hpc.engines.embedded.AseMolecularDynamics`. LAMMPS does not know γ, so it runs the
 whole segment even when an early frame is over the trigger: the steps after it are wasted (the
 committee is not evaluated on them). ``steps_per_run`` trades that waste for LAMMPS start-ups.
+This is the dump path (``committee_check: dumps``); ``library`` (and ``auto`` where it can) runs
+LAMMPS in the worker and stops at the trigger: :mod:`lasp2_hpc.engines.lammps_library`.
+
+At constant pressure (``ensemble: npt``) the integrator is ``fix npt`` (the MTK barostat with
+Nosé–Hoover chains, as the embedded engine's ASE integrators) and each frame's cell is the dumped
+box; a strain walker's segment starts on its strained cell (:mod:`lasp2_hpc.engines.strain`).
 
 Continuation: the accepted frame is the dumped one (positions and velocities exactly as LAMMPS
 wrote them, at 17 significant digits). Its ``info`` names the LAMMPS restart file of that step;
-the next segment reads it (``read_restart``), which also restores the Nosé–Hoover thermostat's
-variables, so that the continued trajectory is the uninterrupted one. Without a usable restart
-(another work directory, a file deleted) the next segment starts from the frame's positions and
-velocities with a fresh thermostat state, as the embedded engine always does. Either way the first
+the next segment reads it (``read_restart``), which also restores the box and the Nosé–Hoover
+thermostat's (and barostat's) variables, so that the continued trajectory is the uninterrupted
+one. Without a usable restart (another work directory, a file deleted) the next segment starts
+from the frame's positions and velocities with a fresh thermostat state, as the embedded engine's
+NVT thermostats always do (its NPT integrator's state travels in the frame). Either way the first
 frame of every run is checked against the structure it was meant to start from.
 """
 
@@ -39,6 +46,7 @@ from lasp2_hpc.engines import lammps_files as files
 from lasp2_hpc.engines.base import MolecularDynamics, SegmentResult, SegmentSpec
 from lasp2_hpc.engines.registry import register
 from lasp2_hpc.engines.segment_judge import SegmentJudge, snapshot
+from lasp2_hpc.engines.strain import strained_start
 from lasp2_hpc.hdnnp.committee import Committee, find_member_directories
 from lasp2_hpc.jobs.launch import (
     EngineSetupError,
@@ -88,6 +96,10 @@ class LammpsSettings:
     # each run only (exact after completed segments), or none (thermostat state starts afresh)
     restarts: Literal["checks", "end", "none"] = "checks"
     steps_per_run: int = 0  # 0: a segment is one LAMMPS run; else runs of this many steps
+    # how the committee sees the frames: "library" runs LAMMPS in the worker, one check at a
+    # time, and stops at the trigger (lammps_library.py); "dumps" judges a whole run's dumps;
+    # "auto": the library when the launch profile's LAMMPS has one and runs on one rank
+    committee_check: Literal["auto", "library", "dumps"] = "auto"
 
     def __post_init__(self) -> None:
         if self.pair_style.strip() == "hdnnp" and self.pair_coeff:
@@ -161,7 +173,8 @@ def _copy_driver_model(member: Path, directory: Path) -> None:
 
 @register
 class LammpsMolecularDynamics(MolecularDynamics):
-    """NVT MD in LAMMPS driven by one committee member; γ from the whole committee."""
+    """MD in LAMMPS (NVT, or NPT with fix npt) driven by one committee member; γ from the whole
+    committee."""
 
     name: ClassVar[str] = "lammps"
     settings_type: ClassVar[type] = LammpsSettings
@@ -178,9 +191,20 @@ class LammpsMolecularDynamics(MolecularDynamics):
 
     def run_segment(self, atoms: Atoms, committee_dir: Path, spec: SegmentSpec) -> SegmentResult:
         settings: LammpsSettings = self.settings
+        from lasp2_hpc.engines import lammps_library  # it builds on this module
+
+        library = lammps_library.library_launch(self.launch_profile(), settings.committee_check)
+        if library is not None:
+            return lammps_library.run_library_segment(self, atoms, committee_dir, spec, library)
         check_programs_found(self.launch_profile(), self.name)
+        atoms, new_cell = strained_start(atoms, spec.strain)
+        if new_cell:  # a new strain step: the restart holds the old box
+            atoms.info.pop(RESTART_KEY, None)
+            atoms.info.pop(RESTART_STEP_KEY, None)
+        if spec.ensemble == "npt" and not atoms.pbc.all():
+            raise ValueError("ensemble npt needs a cell periodic in all three directions")
         committee = Committee.load(committee_dir)
-        judge = SegmentJudge(committee, spec, atoms)
+        judge = SegmentJudge(committee, spec, atoms, stress=spec.ensemble == "npt")
         driver = find_member_directories(committee_dir)[spec.driver]
         with _segment_directory(spec.work_dir) as directory:
             per_run = spec.steps
@@ -252,6 +276,9 @@ class LammpsMolecularDynamics(MolecularDynamics):
             dump_precision=settings.dump_precision,
             restart_every_check=settings.restarts == "checks",
             write_final_restart=settings.restarts != "none",
+            ensemble=spec.ensemble,
+            pressure=spec.pressure,
+            barostat=spec.barostat,
             header=[
                 f"lasp2_hpc MD segment: walker steps {first_step}..{first_step + steps}; step 0 "
                 f"here is walker step {first_step}",
@@ -284,20 +311,7 @@ class LammpsMolecularDynamics(MolecularDynamics):
             raise LammpsRunFailed(
                 f"{directory}: the last frame is step {dumped[-1].step}, not {steps}"
             )
-        thermo = files.read_thermo(directory / files.LOG_FILE)
-        warnings = files.read_extrapolation_warnings(directory / files.LOG_FILE)
-        frames = []
-        for dump in dumped[1:]:
-            frame = files.frame_to_atoms(start, dump, prism)
-            for key in (RESTART_KEY, RESTART_STEP_KEY, "gamma", EXTRAPOLATION_KEY):
-                frame.info.pop(key, None)
-            row = thermo.get(dump.step, {})
-            if "PotEng" in row:
-                frame.info["lammps_potential_energy"] = row["PotEng"]  # eV, the driver's
-            if dump.step in warnings:
-                frame.info[EXTRAPOLATION_KEY] = warnings[dump.step]
-            frames.append((first_step + dump.step, frame))
-        _report_extrapolation(directory, warnings)
+        frames = _frames(start, dumped[1:], prism, first_step, directory, spec.ensemble == "npt")
         restarts = {}
         for path in directory.glob(files.RESTART_PATTERN):
             relative = path.name.split(".")[1]
@@ -357,6 +371,33 @@ class LammpsMolecularDynamics(MolecularDynamics):
                 "LAMMPS that has it"
             )
         raise LammpsRunFailed(f"{directory}: {error or failure}")
+
+
+def _frames(
+    start: Atoms,
+    dumped: list[files.DumpFrame],
+    prism: Prism,
+    first_step: int,
+    directory: Path,
+    moving_box: bool,
+) -> list[tuple[int, Atoms]]:
+    """The dumped frames after the start as (walker step, frame), with the driver's energy and
+    n2p2's extrapolation warnings of each; ``moving_box``: each on its own dumped box (NPT)."""
+    thermo = files.read_thermo(directory / files.LOG_FILE)
+    warnings = files.read_extrapolation_warnings(directory / files.LOG_FILE)
+    frames = []
+    for dump in dumped:
+        frame = files.frame_to_atoms(start, dump, prism, cell_from_dump=moving_box)
+        for key in (RESTART_KEY, RESTART_STEP_KEY, "gamma", EXTRAPOLATION_KEY):
+            frame.info.pop(key, None)
+        row = thermo.get(dump.step, {})
+        if "PotEng" in row:
+            frame.info["lammps_potential_energy"] = row["PotEng"]  # eV, the driver's
+        if dump.step in warnings:
+            frame.info[EXTRAPOLATION_KEY] = warnings[dump.step]
+        frames.append((first_step + dump.step, frame))
+    _report_extrapolation(directory, warnings)
+    return frames
 
 
 def _check_ranks(directory: Path, ranks: int | None) -> None:

@@ -35,8 +35,10 @@ THERMOSTAT_FIX = "thermostat"  # one ID across segments: LAMMPS restores a fix's
 # n2p2's LAMMPS interface stops after `maxew` extrapolation warnings (its default is 0: the first
 # one). Extrapolation is what this loop looks for, and γ decides; LAMMPS must not stop on it.
 NO_EXTRAPOLATION_LIMIT = 2**31 - 1
-# Errors that mean the dynamics blew up rather than a mistake in the setup.
-EXPLOSION_ERRORS = ("Lost atoms", "Non-numeric atom coords", "Out of range atoms", "Bond atoms")
+# Errors that mean the dynamics blew up rather than a mistake in the setup. LAMMPS 20220106 writes
+# the restart of a check before its thermo output, so lost atoms show up as the restart's error.
+EXPLOSION_ERRORS = ("Lost atoms", "Non-numeric atom coords", "Out of range atoms", "Bond atoms",
+                    "Atom count is inconsistent")  # fmt: skip
 
 
 def lammps_number(value: float) -> str:
@@ -173,6 +175,32 @@ def thermostat_lines(thermostat: dict[str, Any], temperature: float, seed: int) 
     raise ValueError(f"unknown thermostat {kind!r}; use nose-hoover, langevin or bussi")
 
 
+BAR_PER_GPA = 1.0e4  # LAMMPS metal units give pressures in bar
+# the campaign's barostat couplings as fix npt's keywords
+NPT_COUPLINGS = {"isotropic": "iso", "anisotropic": "aniso", "full": "tri"}
+
+
+def npt_lines(
+    thermostat: dict[str, Any], barostat: dict[str, Any], temperature: float, pressure: float
+) -> list[str]:
+    """``fix npt``: Nosé–Hoover chains on the atoms and on the MTK barostat (as ASE's MTK
+    integrators of the embedded engine), ``pressure`` in GPa, damping times in fs."""
+    kind = thermostat.get("kind") or "nose-hoover"
+    if kind != "nose-hoover":
+        raise ValueError(f"ensemble npt integrates with fix npt (Nosé–Hoover), not {kind}")
+    coupling = str(barostat.get("coupling") or "isotropic")
+    if coupling not in NPT_COUPLINGS:
+        raise ValueError(f"unknown barostat coupling {coupling!r}; use {', '.join(NPT_COUPLINGS)}")
+    t = lammps_number(temperature)
+    p = lammps_number(pressure * BAR_PER_GPA)
+    tdamp = lammps_number(float(thermostat.get("time_constant") or 100.0) / 1000.0)
+    pdamp = lammps_number(float(barostat.get("time_constant") or 1000.0) / 1000.0)
+    return [
+        f"fix {THERMOSTAT_FIX} all npt temp {t} {t} {tdamp} "
+        f"{NPT_COUPLINGS[coupling]} {p} {p} {pdamp}"
+    ]
+
+
 @dataclass
 class RunInput:
     """What one LAMMPS run needs to know; :func:`input_script` turns it into the script."""
@@ -192,6 +220,17 @@ class RunInput:
     restart_every_check: bool = True
     write_final_restart: bool = True
     header: list[str] = field(default_factory=list)  # comment lines
+    ensemble: str = "nvt"  # nvt | npt
+    pressure: float = 0.0  # GPa, npt
+    barostat: dict[str, Any] = field(default_factory=dict)  # npt: time_constant (fs), coupling
+
+    def integrator_lines(self) -> list[str]:
+        if self.ensemble == "npt":
+            lines = npt_lines(self.thermostat, self.barostat, self.temperature, self.pressure)
+            full = (self.barostat.get("coupling") or "isotropic") == "full"
+            # fix npt tri moves the tilts: the box must be triclinic (a restart keeps it so)
+            return (["change_box all triclinic"] if full and not self.from_restart else []) + lines
+        return thermostat_lines(self.thermostat, self.temperature, self.seed)
 
 
 def input_script(run: RunInput) -> str:
@@ -218,7 +257,7 @@ def input_script(run: RunInput) -> str:
     if run.create_velocities:
         t = lammps_number(run.temperature)
         lines += [f"velocity all create {t} {run.seed} dist gaussian mom yes rot no"]
-    lines += thermostat_lines(run.thermostat, run.temperature, run.seed)
+    lines += run.integrator_lines()
     lines += [
         f"thermo {every}",
         "thermo_style custom step temp pe ke etotal press",
@@ -246,6 +285,7 @@ class DumpFrame:
     positions: np.ndarray  # (n, 3) unwrapped, Å
     velocities: np.ndarray  # (n, 3) Å/ps
     ids: np.ndarray
+    box: np.ndarray | None = None  # (3, 3) cell vectors (rows) in LAMMPS' frame, Å
 
 
 def read_dump(path: Path) -> list[DumpFrame]:
@@ -256,6 +296,7 @@ def read_dump(path: Path) -> list[DumpFrame]:
     lines = path.read_text().splitlines()
     frames: list[DumpFrame] = []
     index, step, count = 0, 0, 0
+    box: np.ndarray | None = None
     while index < len(lines):
         line = lines[index]
         index += 1
@@ -265,6 +306,9 @@ def read_dump(path: Path) -> list[DumpFrame]:
         elif line.startswith("ITEM: NUMBER OF ATOMS"):
             count = int(lines[index])
             index += 1
+        elif line.startswith("ITEM: BOX BOUNDS"):
+            box = dump_box(line, lines[index : index + 3])
+            index += 3
         elif line.startswith("ITEM: ATOMS"):
             columns = line.split()[2:]
             rows = lines[index : index + count]
@@ -281,13 +325,39 @@ def read_dump(path: Path) -> list[DumpFrame]:
                     np.stack([column["xu"], column["yu"], column["zu"]], axis=1),
                     np.stack([column["vx"], column["vy"], column["vz"]], axis=1),
                     column["id"].astype(int),
+                    box,
                 )
             )
     return frames
 
 
-def frame_to_atoms(reference: Atoms, frame: DumpFrame, prism: Prism) -> Atoms:
-    """The reference structure at the dumped positions, with momenta m·v in ASE units."""
+def dump_box(header: str, rows: list[str]) -> np.ndarray | None:
+    """The cell (rows a, b, c in LAMMPS' frame) of a dump's BOX BOUNDS item; None if cut short.
+
+    LAMMPS writes the bounding box of a triclinic cell (``xlo_bound xhi_bound xy`` ...): the
+    bounds are undone with the tilts as its documentation says."""
+    if len(rows) < 3:
+        return None
+    try:
+        values = np.array([row.split()[:3] for row in rows], dtype=float)
+    except ValueError:
+        return None
+    if "xy" in header.split():
+        (xlo_b, xhi_b, xy), (ylo_b, yhi_b, xz), (zlo, zhi, yz) = values
+        xlo = xlo_b - min(0.0, xy, xz, xy + xz)
+        xhi = xhi_b - max(0.0, xy, xz, xy + xz)
+        ylo, yhi = ylo_b - min(0.0, yz), yhi_b - max(0.0, yz)
+    else:
+        (xlo, xhi), (ylo, yhi), (zlo, zhi) = values[:, :2]
+        xy = xz = yz = 0.0
+    return np.array([[xhi - xlo, 0.0, 0.0], [xy, yhi - ylo, 0.0], [xz, yz, zhi - zlo]])
+
+
+def frame_to_atoms(
+    reference: Atoms, frame: DumpFrame, prism: Prism, cell_from_dump: bool = False
+) -> Atoms:
+    """The reference structure at the dumped positions, with momenta m·v in ASE units; with
+    ``cell_from_dump`` (NPT: the box moves) on the dumped box, rotated into ASE's frame."""
     if len(frame.ids) != len(reference) or not np.array_equal(
         frame.ids, np.arange(1, len(reference) + 1)
     ):
@@ -295,6 +365,10 @@ def frame_to_atoms(reference: Atoms, frame: DumpFrame, prism: Prism) -> Atoms:
     atoms = reference.copy()
     atoms.calc = None
     atoms.constraints = []
+    if cell_from_dump:
+        if frame.box is None:
+            raise ValueError(f"the frame of step {frame.step} has no box bounds")
+        atoms.set_cell(prism.vector_to_ase(frame.box), scale_atoms=False)
     atoms.positions = prism.vector_to_ase(frame.positions)
     velocities = convert(prism.vector_to_ase(frame.velocities), "velocity", "metal", "ASE")
     atoms.set_momenta(atoms.get_masses()[:, None] * velocities)

@@ -4,10 +4,18 @@ an explosion, otherwise the frame is accepted and the walker would resume from i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 
 from lasp2_hpc.engines.base import SegmentResult, SegmentSpec
+
+if TYPE_CHECKING:
+    from lasp2_hpc.hdnnp.committee import CommitteeCalculator
+
+GPA = units.GPa  # eV/Å³ per GPa
 
 
 def snapshot(atoms: Atoms) -> Atoms:
@@ -25,13 +33,25 @@ def frame_is_finite(frame: Atoms) -> bool:
 class SegmentJudge:
     """Judges the frames of one segment in order; ``judge`` returns the result that ends it."""
 
-    def __init__(self, committee: object, spec: SegmentSpec, start: Atoms) -> None:
+    def __init__(
+        self, committee: object, spec: SegmentSpec, start: Atoms, stress: bool = False
+    ) -> None:
+        """``stress``: the calculator computes the stress with every energy and forces (a
+        barostat asks for both at each step: one committee evaluation instead of two)."""
         from lasp2_hpc.hdnnp.committee import Committee, CommitteeCalculator
 
         assert isinstance(committee, Committee)
-        self.calculator = CommitteeCalculator(committee, driver=spec.driver)
+        self.calculator: CommitteeCalculator
+        if stress:
+            self.calculator = _stress_calculator(committee, spec.driver)
+        else:
+            self.calculator = CommitteeCalculator(committee, driver=spec.driver)
         self.variant = "gamma" if spec.gamma_variant == "atom" else "gamma_component"
         self.spec = spec
+        # NPT: a frame whose members disagree on the stress by more than this (GPa) is labelled
+        # too (forces alone do not see a wrong equation of state)
+        found = spec.barostat.get("stress_trigger") if stress else None
+        self.stress_trigger = float(found) if found is not None else None
         self.accepted, self.accepted_step = snapshot(start), spec.first_step
         self.trace: list[tuple[int, float]] = []
         self.frames: list[Atoms] = []
@@ -58,12 +78,28 @@ class SegmentJudge:
             return self.exploded()
         frame = snapshot(frame)
         frame.info["gamma"] = gamma
-        if gamma > self.spec.trigger:
+        spread = self.stress_spread()
+        if spread is not None:
+            frame.info["stress_spread"] = spread  # GPa
+        stress_over = (
+            self.stress_trigger is not None
+            and spread is not None
+            and (spread > self.stress_trigger)
+        )
+        if gamma > self.spec.trigger or stress_over:
             return SegmentResult("triggered", self.accepted, self.accepted_step, frame, step,
                                  gamma, self.trace, self.frames)  # fmt: skip
         self.accepted, self.accepted_step = frame, step
         self.frames.append(frame)
         return None
+
+    def stress_spread(self) -> float | None:
+        """The committee's disagreement on the stress of the frame evaluated last: the largest
+        standard deviation over the members of a stress component, in GPa (None: no stress)."""
+        stresses = self.calculator.results.get("member_stresses")
+        if stresses is None:
+            return None
+        return float(np.std(np.asarray(stresses), axis=0).max() / GPA)
 
     def exploded(self) -> SegmentResult:
         return SegmentResult("exploded", self.accepted, self.accepted_step,
@@ -72,3 +108,46 @@ class SegmentJudge:
     def completed(self) -> SegmentResult:
         return SegmentResult("completed", self.accepted, self.accepted_step,
                              gamma_trace=self.trace, frames=self.frames)  # fmt: skip
+
+
+class _RememberingCommittee:
+    """A committee that keeps its last prediction (the members' stresses, which the committee
+    calculator does not keep in its results)."""
+
+    def __init__(self, committee: Any) -> None:
+        self.committee = committee
+        self.last: Any = None
+
+    def __len__(self) -> int:
+        return len(self.committee)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.committee, name)
+
+    def predict(self, atoms: Atoms, stress: bool = False) -> Any:
+        self.last = self.committee.predict(atoms, stress=stress)
+        return self.last
+
+
+def _stress_calculator(committee: object, driver: int) -> CommitteeCalculator:
+    """A committee calculator that computes the stress whenever it computes anything (and
+    keeps the members' stresses as ``member_stresses``, eV/Å³)."""
+    from ase.calculators.calculator import all_changes
+
+    from lasp2_hpc.hdnnp.committee import CommitteeCalculator
+
+    class StressingCommitteeCalculator(CommitteeCalculator):
+        def calculate(
+            self,
+            atoms: Atoms | None = None,
+            properties: Sequence[str] = ("energy",),
+            system_changes: Sequence[str] = tuple(all_changes),
+        ) -> None:
+            wanted = list(properties) if "stress" in properties else [*properties, "stress"]
+            super().calculate(atoms, wanted, system_changes)
+            last = getattr(self.committee, "last", None)
+            if last is not None and last.member_stresses is not None:
+                self.results["member_stresses"] = last.member_stresses
+
+    remembering = _RememberingCommittee(committee)
+    return StressingCommitteeCalculator(remembering, driver=driver)  # type: ignore[arg-type]

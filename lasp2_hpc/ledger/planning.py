@@ -38,6 +38,22 @@ class WalkerPolicy:
     thermostat: dict[str, Any] = field(default_factory=dict)
     check_interval: int = 10
     seed: int = 0
+    ensemble: str = "nvt"  # nvt | npt
+    pressure: float = 0.0  # GPa, npt
+    barostat: dict[str, Any] = field(default_factory=dict)  # npt: time_constant (fs), coupling
+    # {kind: isotropic|uniaxial, steps: [ε...], axis}: total_steps shared equally among steps
+    strain: dict[str, Any] | None = None
+
+    def strain_at(self, step: int) -> tuple[dict[str, Any] | None, int]:
+        """The strain of the segment that starts at walker step ``step`` ({kind, value, axis},
+        None without strain) and the walker step where that strain step ends."""
+        if not self.strain:
+            return None, self.total_steps
+        per_step = self.total_steps // len(self.strain["steps"])
+        index = min(step // per_step, len(self.strain["steps"]) - 1)
+        value = float(self.strain["steps"][index])
+        segment = {"kind": self.strain["kind"], "value": value, "axis": self.strain["axis"]}
+        return segment, (index + 1) * per_step
 
 
 @dataclass
@@ -307,7 +323,9 @@ def _evaluation_tasks(state: CampaignState, policy: Policy) -> list[PlannedTask]
 def _md_task(state: CampaignState, name: str, version: int, policy: Policy) -> PlannedTask:
     walker = state.walkers[name]
     settings = policy.walkers[name]
-    steps = min(settings.segment_steps, max(settings.total_steps - walker.steps_done, 0))
+    strain, strain_ends = settings.strain_at(walker.steps_done)
+    steps_left = min(settings.total_steps, strain_ends) - walker.steps_done
+    steps = min(settings.segment_steps, max(steps_left, 0))
     spec = MdSegmentSpec(
         walker=name,
         segment=walker.segments,
@@ -327,6 +345,10 @@ def _md_task(state: CampaignState, name: str, version: int, policy: Policy) -> P
         driver=policy.md.driver,
         md_engine=policy.md.engine,
         md_parameters=policy.md.parameters,
+        ensemble=settings.ensemble,
+        pressure=settings.pressure,
+        barostat=settings.barostat,
+        strain=strain,
     )
     return PlannedTask.new(spec)
 

@@ -166,6 +166,13 @@ class DatabaseEntry:
     hash: str
     provenance: dict[str, Any]
 
+    @property
+    def label_hash(self) -> str | None:
+        """The hash of its label when it was added (lasp2_hpc.database.store.label_hash): the
+        reference the database file is checked against; None in ledgers from before it."""
+        value = self.provenance.get("label_hash")
+        return str(value) if value else None
+
 
 @dataclass
 class HeadRecord:

@@ -171,6 +171,23 @@ class MdSegmentSpec(TaskSpec):
     driver: int
     md_engine: str
     md_parameters: dict[str, Any] = field(default_factory=dict)
+    ensemble: str = "nvt"  # nvt | npt
+    pressure: float = 0.0  # GPa, npt
+    barostat: dict[str, Any] = field(default_factory=dict)  # npt: time_constant (fs), coupling
+    strain: dict[str, Any] | None = None  # {kind, value, axis}: this segment's strain step
+
+    # Fields added after the first ledgers: left out of the inputs (and so of the task's id)
+    # while at these defaults, so that an NVT segment keeps the id it always had
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "ensemble": "nvt", "pressure": 0.0, "barostat": {}, "strain": None,
+    }  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        for name, default in self.LATER_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_legacy(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from lasp2_hpc.jobs.requirements import EngineReport, check_engine
-from lasp2_hpc.site.config import ExecutorSettings, SiteConfig, parsl_config, scheduler_provider
+from lasp2_hpc.site.config import (
+    ExecutorSettings,
+    SiteConfig,
+    load_site_config,
+    parsl_config,
+    scheduler_provider,
+)
+from lasp2_hpc.site.trust import check_trusted_file
+
+
+def load_trusted_site(path: Path) -> SiteConfig:
+    """A site config to check: `site check` runs its executors' worker_init to look the engines
+    up, so it must be a file no other user can change (docs/security.md)."""
+    if path.is_file():
+        check_trusted_file(path)
+    return load_site_config(path)
 
 
 def rendered_submit_script(settings: ExecutorSettings, worker_command: str) -> str:

@@ -9,7 +9,9 @@ or a module version changed, and a failed task rerun after a fix runs with the f
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +20,68 @@ from typing import Any, Literal
 from lasp2_hpc.jobs.environment import deadline_export_line
 from lasp2_hpc.jobs.launch import LaunchProfile
 from lasp2_hpc.ledger.task_specs import TASK_KINDS
-from lasp2_hpc.schema import SettingsError, from_mapping, load_yaml_mapping
+from lasp2_hpc.schema import (
+    FieldError,
+    Identifier,
+    SettingsError,
+    above,
+    at_least,
+    bounded,
+    from_mapping,
+    load_yaml_mapping,
+)
+from lasp2_hpc.site.trust import check_safe_path
+
+# Values written into #SBATCH / #PBS lines are read by the scheduler, not by a shell: quoting would
+# not protect them, so they must be plain tokens (a newline would start a command of the script).
+DIRECTIVE_VALUE = re.compile(r"[A-Za-z0-9_.:,=@%+/\-\[\]]+", re.ASCII)
+WALLTIME = re.compile(r"(\d{1,4}):([0-5]\d):([0-5]\d)", re.ASCII)
+# Parsl writes the address and the interface unquoted into the workers' command line
+HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?", re.ASCII)
+INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,31}", re.ASCII)
+SCHEDULER_PREFIX = {"slurm": "#SBATCH", "pbspro": "#PBS"}
+
+
+def directive_problem(value: str) -> str | None:
+    """Why ``value`` cannot go into a #SBATCH / #PBS line; None if it can."""
+    if DIRECTIVE_VALUE.fullmatch(value):
+        return None
+    return (
+        f"{value!r} cannot go into a batch script directive: only letters, digits and "
+        "_.:,=@%+/-[] are allowed (a newline, a space, ';' or '$' would change the job script)"
+    )
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
+@bounded(
+    max_workers_per_node=at_least(1, 4096),
+    cores_per_worker=above(0, 4096.0),
+    threads_per_task=at_least(1, 4096),
+    heartbeat_period=at_least(1, 3600),
+    heartbeat_threshold=at_least(2, 86400),
+    walltime_margin=at_least(0),
+    nodes_per_block=at_least(1, 100_000),
+    cores_per_node=at_least(1, 100_000),
+    mem_per_node=at_least(1, 1_000_000),  # GB
+    gpus_per_node=at_least(1, 1024),
+    min_blocks=at_least(0, 10_000),
+    init_blocks=at_least(0, 10_000),
+    max_blocks=at_least(1, 10_000),  # 0: no block, no task would ever run
+    status_polling_interval=at_least(1, 3600),
+)
 class ExecutorSettings:
     """One Parsl executor: where its blocks (scheduler jobs) run and how many workers each holds."""
 
-    label: str
+    label: Identifier  # Parsl's folder of the executor: parsl/NNN/LABEL/
     kind: Literal["htex", "threads"] = "htex"
     provider: Literal["local", "slurm", "pbspro"] = "local"
     max_workers_per_node: int = 2
@@ -51,7 +107,7 @@ class ExecutorSettings:
     max_blocks: int = 1
     exclusive: bool = False  # Parsl's default (True) makes a second block wait for a whole node
     launcher: Literal["single", "srun", "mpiexec"] = "single"
-    scheduler_options: str = ""  # extra #SBATCH lines, verbatim
+    scheduler_options: str = ""  # extra #SBATCH / #PBS lines, verbatim; each starts with #
     status_polling_interval: int = 10  # s between squeue calls
     # Where compute nodes reach the interchange; 127.0.0.1 only when everything runs on this host
     address: str | None = None
@@ -60,30 +116,78 @@ class ExecutorSettings:
     encrypted: bool = True  # CurveZMQ between interchange and workers; tasks travel as pickles
 
     def __post_init__(self) -> None:
-        if self.max_workers_per_node < 1 or self.threads_per_task < 1 or self.cores_per_worker <= 0:
-            raise ValueError("max_workers_per_node and threads_per_task must be >= 1")
-        if not 0 <= self.min_blocks <= self.max_blocks or self.init_blocks > self.max_blocks:
-            raise ValueError("blocks must satisfy 0 <= min_blocks <= max_blocks, init <= max")
-        if self.nodes_per_block < 1:
-            raise ValueError("nodes_per_block must be >= 1")
-        parts = self.walltime.split(":")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"walltime must be HH:MM:SS, got {self.walltime!r}")
-        if not 0 <= self.walltime_margin < self.walltime_seconds():
-            raise ValueError(
-                f"walltime_margin ({self.walltime_margin} s) must be >= 0 and shorter than the "
-                f"walltime ({self.walltime})"
+        # the bounds of each field (above) are checked first; here the rules across fields
+        if not self.min_blocks <= self.max_blocks:
+            raise FieldError("min_blocks", "blocks must satisfy 0 <= min_blocks <= max_blocks")
+        if not self.init_blocks <= self.max_blocks:
+            raise FieldError("init_blocks", "blocks must satisfy 0 <= init_blocks <= max_blocks")
+        if self.heartbeat_threshold <= self.heartbeat_period:
+            raise FieldError(
+                "heartbeat_threshold",
+                "heartbeat_threshold must be longer than heartbeat_period: every worker would "
+                "be taken for lost",
             )
+        if not WALLTIME.fullmatch(self.walltime) or self.walltime_seconds() == 0:
+            raise FieldError(
+                "walltime", f"walltime must be HH:MM:SS (digits 0-9), got {self.walltime!r}"
+            )
+        if not 0 <= self.walltime_margin < self.walltime_seconds():
+            raise FieldError(
+                "walltime_margin",
+                f"walltime_margin ({self.walltime_margin} s) must be >= 0 and shorter than the "
+                f"walltime ({self.walltime})",
+            )
+        self._check_scheduler_values()
+        self._check_network()
+
+    def _check_scheduler_values(self) -> None:
+        """Everything Parsl writes into the block's batch script, for every provider: a site
+        config moves from local to slurm by one key."""
+        for name in ("partition", "account", "qos"):
+            value = getattr(self, name)
+            problem = directive_problem(value) if value is not None else None
+            if problem is not None:
+                raise FieldError(name, problem, "give the plain name the scheduler knows")
+        # A line of a batch script that starts with '#' is a comment to the shell whatever follows
+        # (a directive to the scheduler); any other line would be a command of every block.
+        prefix = SCHEDULER_PREFIX.get(self.provider, "#SBATCH")
+        for line in self.scheduler_options.splitlines():
+            if line.strip() and not line.startswith("#"):
+                raise FieldError(
+                    "scheduler_options",
+                    f"{line!r} is not a directive: each line must start with '#' ('{prefix} ...'; "
+                    "any other line would run as a command of every block)",
+                    f"write it as '{prefix} --option=value', or put commands in worker_init",
+                )
+
+    def _check_network(self) -> None:
         if self.address and self.interface:
-            raise ValueError("give address or interface, not both")
-        if not self.encrypted and self.provider != "local" and self.address != "127.0.0.1":
-            raise ValueError(
-                "encrypted: false is allowed only on 127.0.0.1: the interchange port is reachable "
-                "by every user of the cluster and tasks travel as pickles"
+            raise FieldError("address", "give address or interface, not both")
+        if self.address is not None and not (
+            HOST_NAME.fullmatch(self.address) or _is_ip_address(self.address)
+        ):
+            raise FieldError("address", f"{self.address!r} is not an IP address or a host name")
+        if self.interface is not None and not INTERFACE.fullmatch(self.interface):
+            raise FieldError("interface", f"{self.interface!r} is not a network interface name")
+        if self.encrypted or self.kind == "threads":
+            return
+        # The local provider listens on 127.0.0.1 unless told otherwise; a scheduler's on the
+        # login node's address. Unencrypted is safe only where no other user can connect.
+        address = self.address or ("127.0.0.1" if self.provider == "local" else None)
+        if self.interface is not None or address is None or not is_loopback(address):
+            raise FieldError(
+                "encrypted",
+                "encrypted: false is allowed only on the loopback address (127.0.0.1): the "
+                "interchange port is reachable by every user of the cluster and tasks travel as "
+                "pickles",
+                "remove encrypted: false",
             )
 
     def walltime_seconds(self) -> int:
-        hours, minutes, seconds = (int(p) for p in self.walltime.split(":"))
+        match = WALLTIME.fullmatch(self.walltime)
+        if match is None:
+            return 0
+        hours, minutes, seconds = (int(p) for p in match.groups())
         return 3600 * hours + 60 * minutes + seconds
 
     def working_seconds(self) -> int:
@@ -117,27 +221,39 @@ class SiteConfig:
     launch: dict[str, LaunchProfile] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.name.isprintable():
+            raise FieldError("name", f"{self.name!r}: a name of printable characters only")
         labels = [e.label for e in self.executors]
         if not labels:
-            raise ValueError("executors must list at least one executor")
-        if len(set(labels)) != len(labels):
-            raise ValueError("executor labels must be unique")
+            raise FieldError("executors", "executors must list at least one executor")
+        for index, label in enumerate(labels):
+            if label in labels[:index]:
+                raise FieldError(
+                    f"executors[{index}].label", f"executor labels must be unique: {label!r}"
+                )
+        unknown_kinds = sorted(set(self.routing) - set(TASK_KINDS))
+        if unknown_kinds:
+            raise FieldError(
+                f"routing.{unknown_kinds[0]}",
+                f"routing names unknown task kinds {unknown_kinds}",
+                f"route the task kinds {', '.join(TASK_KINDS)}",
+            )
         for kind in TASK_KINDS:
             self.routing.setdefault(kind, labels[0])
-        unknown_kinds = set(self.routing) - set(TASK_KINDS)
-        if unknown_kinds:
-            raise ValueError(f"routing names unknown task kinds {sorted(unknown_kinds)}")
         for kind, label in self.routing.items():
             if label not in labels:
-                raise ValueError(f"routing.{kind} names executor {label!r}; defined: {labels}")
+                raise FieldError(
+                    f"routing.{kind}", f"routing.{kind} names executor {label!r}; defined: {labels}"
+                )
         from lasp2_hpc.engines import registry
 
         known = {name for role in ("trainer", "md", "oracle") for name in registry.names(role)}
         unknown_engines = sorted(set(self.launch) - known)
         if unknown_engines:
-            raise ValueError(
-                f"launch names unknown engines {unknown_engines}; "
-                f"engines: {', '.join(sorted(known))}"
+            raise FieldError(
+                f"launch.{unknown_engines[0]}",
+                f"launch names unknown engines {unknown_engines}",
+                f"engines: {', '.join(sorted(known))}",
             )
 
     def executor(self, kind: str) -> ExecutorSettings:
@@ -147,6 +263,14 @@ class SiteConfig:
     def launch_profiles(self) -> dict[str, dict[str, Any]]:
         """Every engine's launch profile as the tasks get it (resolved at each submission)."""
         return {name: profile.to_dict() for name, profile in self.launch.items()}
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def builtin_site_configs() -> Path:
@@ -299,6 +423,10 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
     from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
     from parsl.providers import LocalProvider
 
+    # Parsl writes the run directory unquoted into the workers' launch command and the block
+    # scripts (a quoted one is no better: it goes through `bash -c '...'` as well): refused here
+    # too, whoever calls, if a character of it means something to a shell.
+    check_safe_path(Path(run_dir).absolute(), "Parsl's run directory")
     # Parsl starts interchange.py and the worker pool by name: they must be on PATH even when
     # lasp2 was started as /path/to/venv/bin/lasp2 without activating the venv.
     bin_dir = str(Path(sys.executable).parent)

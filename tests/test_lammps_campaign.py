@@ -1,0 +1,216 @@
+"""A whole campaign on the production stack, under the local SLURM: CP2K labels, four members
+trained by n2p2's ``nnp-train`` at once, a walker driven by ``pair_style hdnnp`` in the LAMMPS
+library (the committee checks it every 10 steps and stops it at the trigger).
+
+Cheap settings throughout (4-atom gold cells, CP2K at Γ with 200 Ry, a small potential); what is
+asserted is that every part ran for real, where it should, and that the loop learnt: γ on every
+label falls under the committee trained with it (the embedded example's measure).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ase.io
+import pytest
+import yaml
+from ase.build import bulk
+
+from lasp2_hpc.engines import lammps_files as files
+from lasp2_hpc.hdnnp.committee import Committee
+from lasp2_hpc.ledger.state import CampaignState
+from lasp2_hpc.ledger.store import read_ledger_file
+from tests.campaigns import write_tiny_campaign
+from tests.n2p2_build import N2p2Build, n2p2_build_fixture  # noqa: F401  (the fixture)
+from tests.test_campaign_run import lasp2
+from tests.test_cp2k_oracle import CHEAP, DATA, cp2k_executable
+from tests.test_slurm import REPOSITORY, slurm, slurm_site  # noqa: F401  (the fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.n2p2]
+
+MEMBERS = 4
+POTENTIAL: dict[str, Any] = {
+    "cutoff": 5.0,
+    "radial": {"count": 6, "r_min": 2.4, "r_max": 4.8, "eta": 2.0},
+    "angular": {"eta": [0.01], "zeta": [1.0, 4.0], "lambdas": [-1.0, 1.0]},
+    "hidden_nodes": [10, 10],
+    # every structure trains: n2p2's random test split of 3-5 structures could take one away
+    "training": {"epochs": 20, "validation_fraction": 0.0},
+}
+# n2p2's default trains on 2.3 % of the force components per epoch, made for thousands of
+# structures: with 3-5 structures the members barely learn forces, and γ (their force spread) on
+# a label stayed up (0.58 -> 0.95 eV/Å here). All of them, every epoch: γ on it drops to ~0.02.
+TRAINER: dict[str, Any] = {
+    "engine": "n2p2",
+    "parameters": {"keywords": {"short_force_fraction": 1.0}},
+}
+ROOT_MPI = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def _executor(label: str, workers: int) -> dict[str, Any]:
+    """One SLURM block (one job on one core of the 2-core local node) with ``workers`` workers
+    (Parsl starts no more workers than the node's cores allow: half a core each)."""
+    site = slurm_site(
+        label=label,
+        max_workers_per_node=workers,
+        cores_per_worker=0.5,
+        walltime="00:20:00",
+        walltime_margin=60,
+        init_blocks=0,
+        max_blocks=1,
+        # the workers import lasp2 from this checkout, with this Python
+        worker_init=f"export PATH={Path(sys.executable).parent}:$PATH\n"
+        f"export PYTHONPATH={REPOSITORY}",
+    )
+    return dict(site["executors"][0])
+
+
+def _site(build: N2p2Build, cp2k: str) -> dict[str, Any]:
+    """Training as SLURM jobs (the four members of a round in one block, in parallel), MD and
+    labels in another block."""
+    assert build.prefix is not None
+    programs = {"scaling": str(build.nnp_scaling), "training": str(build.nnp_train)}
+    return {
+        "name": "local-slurm-production-stack",
+        "executors": [
+            {"label": "head", "kind": "threads", "max_workers_per_node": 1},
+            _executor("train", MEMBERS),
+            _executor("cluster", 2),
+        ],
+        "routing": {"train": "train", "md": "cluster", "label": "cluster", "evaluate": "head"},
+        "launch": {
+            "lammps": {"command": str(build.prefix / "bin" / "lmp"), "variables": dict(ROOT_MPI)},
+            "n2p2": {"programs": programs, "variables": dict(ROOT_MPI)},
+            "cp2k": {"command": cp2k, "threads": 1},
+        },
+    }
+
+
+def _write_campaign(directory: Path, build: N2p2Build, cp2k: str) -> Path:
+    write_tiny_campaign(
+        directory,
+        site="site.yaml",
+        committee={"size": MEMBERS, "trainer": TRAINER, "hdnnp": POTENTIAL},
+        md={"engine": "lammps", "parameters": {"committee_check": "library"}},
+        walkers=[
+            {
+                "name": "bulk",
+                "structure": "start.extxyz",
+                "temperature": 600.0,
+                "timestep": 2.0,
+                "total_steps": 200,
+                "check_interval": 10,
+                "segment_steps": 40,
+                "seed": 3,
+            }
+        ],
+        gamma={"trigger": 0.2, "upper": 50.0},
+        labelling={"max_labels": 4},
+        oracle={"engine": "cp2k", "parameters": CHEAP},
+    )
+    # the initial database holds CP2K's own labels of 4-atom cells (tests/data/cp2k/README.md)
+    shutil.copy(DATA / "initial-au4-cp2k.extxyz", directory / "database" / "initial.extxyz")
+    ase.io.write(directory / "start.extxyz", bulk("Au", "fcc", a=4.14, cubic=True))
+    (directory / "site.yaml").write_text(yaml.safe_dump(_site(build, cp2k)))
+    return directory
+
+
+def _run_campaign(directory: Path, timeout: float = 1500) -> tuple[int, str, float]:
+    started = time.monotonic()
+    head = lasp2("run", str(directory), "-q")
+    try:
+        _, error = head.communicate(timeout=timeout)
+    finally:
+        if head.poll() is None:  # TERM first: the head cancels its SLURM blocks as it stops
+            head.terminate()
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                head.kill()
+    return head.returncode, error, time.monotonic() - started
+
+
+def _check_training(directory: Path, state: CampaignState) -> None:
+    """Every member by nnp-train in a SLURM job; the members of a round overlap in time."""
+    assert [len(c.members) for c in state.committees] == [MEMBERS] * len(state.committees)
+    for committee in state.committees:
+        spans = []
+        for member in committee.members:
+            assert member.metrics is not None and member.metrics["trainer"] == "n2p2"
+            assert (directory / member.path / "n2p2-run" / "nnp-train.log").is_file()
+            task = state.tasks[member.task_id]
+            assert task.job_id, f"{task.id} ran outside a SLURM job"
+            run = directory / member.path / "n2p2-run"
+            # from the input lasp2 wrote to the last line nnp-train logged
+            spans.append(
+                ((run / "input.nn").stat().st_mtime, (run / "nnp-train.log").stat().st_mtime)
+            )
+        assert max(s for s, _ in spans) < min(e for _, e in spans), "the members did not overlap"
+        assert len({state.tasks[m.task_id].job_id for m in committee.members}) == 1
+
+
+def _check_md(directory: Path, state: CampaignState) -> int:
+    """Every segment ran in the LAMMPS library in a SLURM job, and a triggered one stopped
+    LAMMPS at the trigger: its last step is the trigger's. A walker that advanced continued from
+    its accepted frame's restart. Returns the steps LAMMPS ran."""
+    segments = [t for t in state.tasks.values() if t.kind == "md"]
+    steps, continued = 0, 0
+    for task in segments:
+        assert task.job_id, f"{task.id} ran outside a SLURM job"
+        work = directory / task.work_dir
+        run = work / "lammps" / "run-000"
+        script = (run / files.INPUT_SCRIPT).read_text()
+        assert "run 10 pre no post no" in script  # the library path's input
+        continued += "read_restart" in script
+        spec = json.loads((work / "spec.json").read_text())
+        result = json.loads((work / "result.json").read_text())
+        ran = sorted(files.read_thermo(run / files.LOG_FILE))[-1]
+        steps += ran
+        if result["trigger"]:
+            assert ran == result["trigger"]["step"] - spec["first_step"], (task.id, ran)
+        else:
+            assert ran == spec["steps"]
+    assert segments and continued, "no segment continued from an accepted frame's restart"
+    return steps
+
+
+def test_a_campaign_on_cp2k_n2p2_and_lammps_under_slurm(
+    slurm: None,  # noqa: F811
+    n2p2_build: N2p2Build,
+    tmp_path: Path,
+) -> None:
+    directory = _write_campaign(tmp_path / "c", n2p2_build, cp2k_executable())
+    code, error, seconds = _run_campaign(directory)
+    assert code == 0, error[-4000:]
+    state = read_ledger_file(directory / "ledger.json")
+    assert state.finished, state.finish_reason
+    assert all(t.status == "done" for t in state.tasks.values())
+    labels = state.labels()
+    assert len(labels) == 4 and all(e.provenance["oracle"] == "cp2k" for e in labels)
+    assert len(state.database) == 3 + len(labels)
+    for task in (t for t in state.tasks.values() if t.kind == "label"):
+        assert task.status == "done" and task.job_id, f"{task.id} ran outside a SLURM job"
+    _check_training(directory, state)
+    ran = _check_md(directory, state)
+
+    # γ on each label falls once the committee has been trained with it
+    falls = []
+    for candidate in (c for c in state.candidates if c.status == "labelled"):
+        after = candidate.committee_version + 1
+        assert after <= state.iteration, "a label was never trained on"
+        committee = Committee.load(directory / f"committees/v{after:03d}")
+        structure = ase.io.read(directory / candidate.structure)
+        gamma_after = committee.predict(structure).gamma
+        falls.append((candidate.gamma, gamma_after))
+        assert gamma_after < candidate.gamma, (candidate.step, candidate.gamma, gamma_after)
+
+    print(
+        f"\ncampaign: {seconds:.0f} s, {len(labels)} labels, {len(state.committees)} committees, "
+        f"{ran} LAMMPS steps; γ before → after: {falls}"
+    )
