@@ -48,7 +48,8 @@ from lasp2_hpc.hdnnp.input_data import read_input_data, write_input_data
 from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import train_member
-from lasp2_hpc.schema import from_mapping, load_yaml_mapping
+from lasp2_hpc.schema import from_mapping
+from lasp2_hpc.settings_file import load_yaml_mapping
 
 HERE = Path(__file__).resolve().parent
 CU2S = HERE.parent.parent / "shared" / "n2p2-reference" / "Cu2S_PBE"

@@ -120,8 +120,10 @@ def test_scancelled_block_is_replaced_and_its_task_retried(slurm, tmp_path: Path
     assert head.returncode == 0, error[-3000:]
     check_finished_campaign(directory)
     state = read_ledger_file(directory / "ledger.json")
-    retried = [t for t in state.tasks.values() if t.failures > 0]
+    retried = [t for t in state.tasks.values() if t.infrastructure_failures > 0]
     assert retried, "the cancelled block's tasks were not retried"
+    # the lost block is not the tasks' own failure: none of their attempts was spent on it
+    assert all(t.failures == 0 and t.status == "done" for t in retried)
     assert all("Manager" in (t.error or "") or "lost" in (t.error or "") for t in retried)
 
 

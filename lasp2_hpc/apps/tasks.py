@@ -75,9 +75,11 @@ def _limit_threads(threads: int) -> None:
     # earlier task of this worker is told. Never imported here: seconds per fresh worker (after
     # every lost pool) for tasks that do not use it (labels, instant engines)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
+    # Another thread of this process (a thread pool's task) may be importing torch right now: its
+    # half-initialised module has no set_num_threads yet, and reads OMP_NUM_THREADS itself.
+    set_num_threads = getattr(sys.modules.get("torch"), "set_num_threads", None)
+    if set_num_threads is not None:
+        set_num_threads(threads)
 
 
 def run_idempotent(task_dir: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:

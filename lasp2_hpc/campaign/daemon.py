@@ -28,6 +28,9 @@ from lasp2_hpc.campaign.layout import CampaignLayout
 DAEMON_LOG = "daemon.log"
 
 
+HEAD_COMMAND = "lasp2 run"  # run.json's command of a head process; anything else holds it instead
+
+
 class DaemonError(RuntimeError):
     pass
 
@@ -45,7 +48,7 @@ class HeadState:
     command: str | None = None  # "lasp2 rerun" when a rerun holds the campaign
 
     def describe(self) -> str:
-        if self.alive and self.command:
+        if self.alive and self.command and self.command != HEAD_COMMAND:
             return (
                 f"{self.command} holds the campaign (pid {self.pid} on {self.host}, since "
                 f"{time.ctime(self.started or 0)}); no head process runs meanwhile"

@@ -32,8 +32,8 @@ from lasp2_hpc.schema import (
     declare_bounds,
     from_mapping,
     identifier_problem,
-    load_yaml_mapping,
 )
+from lasp2_hpc.settings_file import load_yaml_mapping
 
 LOGGER = logging.getLogger(__name__)
 CAMPAIGN_FILE = "campaign.yaml"

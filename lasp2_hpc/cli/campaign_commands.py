@@ -22,6 +22,7 @@ from lasp2_hpc.cli.errors import (  # the exit codes of every command, in one ta
     EXIT_NOT_WRITTEN,
     check_output_file,
 )
+from lasp2_hpc.cli.status_view import format_status, progress_line
 from lasp2_hpc.ledger.state import CampaignState
 from lasp2_hpc.ledger.store import LEDGER_FILE, LedgerError, LedgerWriteError, read_ledger_file
 
@@ -186,27 +187,6 @@ def run_init(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_line(state: CampaignState, message: str, started: float) -> str:
-    from lasp2_hpc.ledger.state import IN_FLIGHT_TASK_STATUSES
-
-    elapsed = time.time() - started
-    counts: dict[str, int] = {}
-    for task in state.tasks.values():
-        if task.status in IN_FLIGHT_TASK_STATUSES:
-            counts[task.kind] = counts.get(task.kind, 0) + 1
-    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
-    walkers = " ".join(
-        f"{w.name}:{w.status}@{w.steps_done}"
-        + (f"(γ {w.last_gamma:.3f})" if w.last_gamma is not None else "")
-        for w in state.walkers.values()
-    )
-    labels = len(state.labels())
-    return (
-        f"[{elapsed:7.1f}s] it {state.iteration} | labels {labels} | jobs {kinds or 'none'} | "
-        f"{walkers} | {message}"
-    )
-
-
 def run_run(arguments: argparse.Namespace) -> int:
     from lasp2_hpc.campaign.head import CampaignBusy, Interrupted
     from lasp2_hpc.campaign.ingestion import InfrastructureUnhealthy
@@ -228,7 +208,7 @@ def run_run(arguments: argparse.Namespace) -> int:
 
     def progress(state: CampaignState, message: str) -> None:
         if not arguments.quiet:
-            print(_progress_line(state, message, started), flush=True)
+            print(progress_line(state, message, started), flush=True)
 
     try:
         reason = Runner(campaign, progress).run()
@@ -284,82 +264,6 @@ def disk_full_message(error: OSError, campaign: Path) -> str:
         f"{what}: {where} could not be written ({error.strerror}){free}. Nothing recorded "
         f"before is lost; free space, then `lasp2 run {campaign}` resumes the campaign"
     )
-
-
-def format_status(state: CampaignState) -> str:
-    lines = [
-        f"iteration {state.iteration}"
-        + (f", finished: {state.finish_reason}" if state.finished else ", running or resumable"),
-        f"database: {len(state.database)} structures ({len(state.labels())} labelled here)",
-        "",
-        "committees:",
-    ]
-    for committee in state.committees:
-        errors = [
-            m.metrics.get("force_rmse_mev_per_angstrom_validation")
-            for m in committee.members
-            if m.metrics
-        ]
-        shown = ", ".join(f"{e:.0f}" for e in errors if e is not None)
-        lines.append(
-            f"  v{committee.version:<3d} {committee.status:<9s} trained on "
-            f"{committee.training_set_size:4d}  validation force RMSE (meV/Å): {shown or '-'}"
-        )
-    lines += ["", "walkers:", "  name            status     steps  triggers  last γ (eV/Å)"]
-    for walker in state.walkers.values():
-        gamma = f"{walker.last_gamma:.3f}" if walker.last_gamma is not None else "-"
-        lines.append(
-            f"  {walker.name:<15s} {walker.status:<10s} {walker.steps_done:5d}  "
-            f"{walker.triggers:8d}  {gamma}"
-        )
-    counts: dict[tuple[str, str], int] = {(k, "done"): n for k, n in state.done_before.items()}
-    for task in state.tasks.values():
-        counts[(task.kind, task.status)] = counts.get((task.kind, task.status), 0) + 1
-    lost = state.infrastructure_failures_before
-    lost += sum(task.infrastructure_failures for task in state.tasks.values())
-    lines += ["", "tasks:"]
-    for (kind, status), count in sorted(counts.items()):
-        lines.append(f"  {kind:<8s} {status:<10s} {count}")
-    if lost:
-        lines.append(f"  lost by the infrastructure and run again: {lost} times (no attempt spent)")
-    candidates: dict[str, int] = {}
-    for candidate in state.candidates:
-        candidates[candidate.status] = candidates.get(candidate.status, 0) + 1
-    if candidates:
-        lines += ["", "candidates: " + ", ".join(f"{n} {s}" for s, n in sorted(candidates.items()))]
-    lines += format_properties(state)
-    return "\n".join(lines)
-
-
-def format_properties(state: CampaignState) -> list[str]:
-    """Control properties per committee: mean ± spread over the members, error vs the oracle."""
-    reference = state.reference_properties
-    if reference is None:
-        return []
-    lines = ["", "control properties: committee mean ± spread (error vs the oracle)"]
-    lines.append(
-        "  oracle: "
-        + ", ".join(
-            f"{name} {value['mean']:.4g} {value['unit']}" for name, value in reference.items()
-        )
-    )
-    for committee in state.committees:
-        if not committee.properties:
-            continue
-        shown = []
-        for name, value in committee.properties.items():
-            if value["mean"] is None:
-                shown.append(f"{name} -")
-                continue
-            known = reference.get(name, {}).get("mean")
-            error = f" ({value['mean'] - known:+.3g})" if known is not None else ""
-            members = len(value["values"])
-            partial = (
-                f" [{value['valid']} of {members} members]" if value["valid"] < members else ""
-            )
-            shown.append(f"{name} {value['mean']:.4g} ± {value['spread']:.2g}{error}{partial}")
-        lines.append(f"  v{committee.version:<3d} " + ", ".join(shown))
-    return lines
 
 
 def run_status(arguments: argparse.Namespace) -> int:

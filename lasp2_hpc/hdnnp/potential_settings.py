@@ -26,7 +26,8 @@ from typing import Literal
 import numpy as np
 
 from lasp2_hpc.hdnnp.input_nn import NnpSettings, SymmetryFunction, sort_elements
-from lasp2_hpc.schema import from_mapping, load_yaml_mapping
+from lasp2_hpc.schema import from_mapping
+from lasp2_hpc.settings_file import load_yaml_mapping
 
 ScalingName = Literal["sigma", "scale", "scale_center", "center", "none"]
 

@@ -28,8 +28,8 @@ from lasp2_hpc.schema import (
     at_least,
     bounded,
     from_mapping,
-    load_yaml_mapping,
 )
+from lasp2_hpc.settings_file import load_yaml_mapping
 from lasp2_hpc.site.trust import check_safe_path
 
 # Values written into #SBATCH / #PBS lines are read by the scheduler, not by a shell: quoting would
