@@ -105,3 +105,26 @@ def test_a_reduced_copy_runs(written: dict[str, Path], tmp_path: Path, name: str
     if name == "experiment-3-learn":
         sources = {e.provenance.get("walker") for e in state.labels()}
         assert sources <= {"aubcc", f"{PROPERTY_SOURCE}bulk_modulus_bcc"} and state.labels()
+
+
+def test_the_cp2k_experiment_writes_a_valid_campaign(tmp_path: Path) -> None:
+    """scripts/cp2k_experiment_1.py's campaign (CP2K oracle, reduced cells and settings) reads
+    strictly; its start database is given here (labelling it is the hour of CP2K)."""
+    import importlib.util
+
+    from lasp2_hpc.examples.gold import gold_dataset
+
+    path = Path(__file__).parent.parent / "scripts" / "cp2k_experiment_1.py"
+    spec = importlib.util.spec_from_file_location("cp2k_experiment_1", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    directory = tmp_path / "cp2k"
+    (directory / "database").mkdir(parents=True)
+    ase.io.write(directory / "database" / "initial.extxyz", gold_dataset({"fcc": 3}, seed=1))
+    script.write_campaign(directory)
+    settings = open_campaign(directory).settings
+    assert settings.oracle.engine == "cp2k"
+    assert settings.oracle.parameters["eps_default"] == 1e-10  # a number, not the text "1e-10"
+    assert len(ase.io.read(directory / "structures" / "au100.extxyz")) == 12
+    assert [p.points for p in settings.properties] == [5, 5, 5]

@@ -116,8 +116,39 @@ def goals_table(repeats: list[Repeat], bands: dict[str, Band]) -> list[str]:
                 cells.append(f"last {points[-1].error:+.3g}" if points else "-")
         reason = (repeat.finish_reason or "not finished").replace("|", "/")
         lines.append(f"| {repeat.directory.name} | {reason} | " + " | ".join(cells) + " |")
+    lines += ["", *last_versions(repeats, bands)]
     if bands:
         lines += ["", "Complete-database band (mean ± spread of its members' errors): "
                   + "; ".join(f"{n} {b.centre:+.3g} ± {b.half_width:.2g}"
                               for n, b in bands.items())]  # fmt: skip
     return [*lines, ""]
+
+
+def last_versions(repeats: list[Repeat], bands: dict[str, Band]) -> list[str]:
+    """Each repeat's last committee, summed up: its labels, and per property the mean ± spread
+    of the errors and how many meet the goal (a bulk modulus within 5 %, else the band)."""
+    lasts = [r.points[n][-1] for r in repeats for n in list(r.points)[:1] if r.points[n]]
+    labels = [p.labels for p in lasts]
+    lines = ["Last committee of each repeat:" + (
+        f" {np.mean(labels):.1f} labels on average ({min(labels)}–{max(labels)})" if labels else ""
+    )]  # fmt: skip
+    for name in property_order(repeats[0]):
+        points = [r.points[name][-1] for r in repeats if r.points.get(name)]
+        if not points:
+            continue
+        errors = np.array([p.error for p in points])
+        text = f"- {name}: error {mean_and_spread(float(errors.mean()), float(errors.std()))}"
+        if repeats[0].kinds[name] == "bulk_modulus":
+            truth = np.array([r.reference[name] for r in repeats if r.points.get(name)])
+            percent = 100 * errors / truth
+            meets = int(np.sum(np.abs(percent) <= 100 * BULK_MODULUS_TOLERANCE))
+            text += f" ({mean_and_spread(float(percent.mean()), float(percent.std()))} %), "
+            text += f"within 5 % in {meets} of {len(points)}"
+        elif name in bands:
+            low = bands[name].centre - bands[name].half_width
+            high = bands[name].centre + bands[name].half_width
+            meets = int(np.sum((errors >= low) & (errors <= high)))
+            text += f", inside the band in {meets} of {len(points)}"
+        spreads = np.array([p.spread for p in points])
+        lines.append(text + f"; committee spread {spreads.mean():.3g} on average")
+    return lines
