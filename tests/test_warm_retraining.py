@@ -8,9 +8,14 @@ while a committee trained into one next version.
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -207,3 +212,106 @@ def test_a_campaign_retrains_warm(tmp_path: Path) -> None:
     assert any(
         not torch.equal(a, b) for a, b in zip(first.parameters(), last.parameters(), strict=True)
     )
+
+
+def _warm_trainings(directory: Path) -> dict[str, str]:
+    """The warm training tasks of the campaign's ledger now: task id → status."""
+    from .crash_checks import campaign_state
+
+    try:
+        state = campaign_state(directory)
+    except Exception:  # not started yet, or mid-write: asked again
+        return {}
+    return {
+        t.id: t.status
+        for t in state.tasks.values()
+        if t.kind == "train" and _train_spec(directory, t).get("start_from")
+    }
+
+
+def _train_spec(directory: Path, task: Any) -> dict[str, Any]:
+    """A training task's spec: in the ledger while it runs, in its folder once done."""
+    if task.inputs:
+        return dict(task.inputs)
+    spec_file = directory / task.work_dir / "spec.json"
+    return json.loads(spec_file.read_text()) if spec_file.exists() else {}
+
+
+def _wait_for(
+    condition: Callable[[], bool], what: str, head: subprocess.Popen[str], timeout: float = 300.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert head.poll() is None, f"the head ended before {what}: {head.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_kills_during_a_warm_retrain_resume_it_warm(tmp_path: Path) -> None:
+    """The head SIGKILLed while a warm version trains, then a worker SIGKILLed under a warm
+    training: each training runs again from the same previous member (never from its own half-done
+    output), no attempt is spent on the kills, and the campaign ends with every version after v0
+    warm, each version trained once."""
+    import os
+    import signal
+
+    from .campaigns import htex_site
+    from .crash_checks import busy_workers, campaign_state, start_lasp2
+    from .test_faults import head_reached
+
+    hdnnp = {**TINY_HDNNP, "training": {**TINY_HDNNP["training"], "warm_epochs": 1500}}
+    hdnnp["training"]["warm_patience"] = 1500  # seconds of training: long enough to be killed
+    directory = write_tiny_campaign(
+        tmp_path / "c",
+        site="site.yaml",
+        committee={"size": 2, "hdnnp": hdnnp, "retraining": {"mode": "warm", "scratch_every": 0}},
+        labelling={"max_labels": 2},
+    )
+    (directory / "site.yaml").write_text(yaml.safe_dump(htex_site(2)))
+
+    head = start_lasp2("run", str(directory), "-q")
+    try:
+        _wait_for(lambda: "submitted" in _warm_trainings(directory).values(), "warm training", head)
+        head.kill()
+        head.communicate()
+        first_warm = set(_warm_trainings(directory))
+
+        head = start_lasp2("run", str(directory), "-q")
+        # its Parsl session started: the killed head's pools are gone, a busy worker is its own
+        _wait_for(lambda: head_reached(directory, head, "working"), "second head working", head)
+        busy: dict[int, tuple[int, str]] = {}
+
+        def a_worker_trains_warm() -> bool:
+            nonlocal busy
+            warm = _warm_trainings(directory)
+            busy = {w: b for w, b in busy_workers(directory).items() if b[1] in warm}
+            return bool(busy)
+
+        _wait_for(a_worker_trains_warm, "worker running a warm training", head)
+        worker, (_, killed_task) = sorted(busy.items())[0]
+        os.kill(worker, signal.SIGKILL)
+        _, error = head.communicate(timeout=600)
+    finally:
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+    assert head.returncode == 0, error[-3000:]
+
+    state = campaign_state(directory)
+    assert state.finished, state.finish_reason
+    trainings = [t for t in state.tasks.values() if t.kind == "train"]
+    assert [t.id for t in trainings if t.failures] == [], "a kill was counted as a failure"
+    assert state.tasks[killed_task].infrastructure_failures >= 1
+    assert first_warm <= {t.id for t in trainings if t.status == "done"}
+    versions = [c.version for c in state.committees]
+    assert len(versions) == len(set(versions)) >= 2, versions
+    for committee in state.committees:
+        assert {m.metrics["warm_start"] for m in committee.members} == {committee.version > 0}
+    previous_version = {c.version: versions[i - 1] for i, c in enumerate(state.committees) if i}
+    for task in trainings:
+        spec = _train_spec(directory, task)
+        if spec["start_from"]:  # the previous version's same member, whatever was killed
+            before = previous_version[spec["version"]]
+            expected = f"committees/v{before:03d}/member-{spec['member']:02d}"
+            assert spec["start_from"] == expected, spec
