@@ -14,7 +14,7 @@ from lasp2_hpc.campaign.daemon import DaemonError, head_state, start_daemon, sto
 from lasp2_hpc.cli.main import main
 from lasp2_hpc.ledger.store import read_ledger_file
 
-from .campaigns import TINY_HDNNP, write_tiny_campaign
+from .campaigns import TINY_HDNNP, tiny_settings, write_tiny_campaign
 from .test_campaign_run import _parsl_processes_of, check_finished_campaign
 
 
@@ -22,11 +22,15 @@ from .test_campaign_run import _parsl_processes_of, check_finished_campaign
 def test_daemon_start_stop_resume(tmp_path: Path, capsys) -> None:
     hdnnp = copy.deepcopy(TINY_HDNNP)
     hdnnp["training"].update(epochs=400, patience=400)
+    # a walker long enough that the head is still at work when the checks below look at it
+    # (120 steps took 8 s on a quiet machine), short enough for the resumed run to end
+    (walker,) = tiny_settings()["walkers"]
     directory = write_tiny_campaign(
         tmp_path / "c",
         committee={"size": 2, "hdnnp": hdnnp},
         gamma={"trigger": 0.25, "upper": 50.0},
         labelling={"max_labels": 40},
+        walkers=[{**walker, "total_steps": 4000}],
     )
     assert "daemon started" in start_daemon(directory)
     try:
