@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lasp2_hpc.campaign.ingestion import BACKOFF_MAX_S, resubmission_delay
 from lasp2_hpc.database.store import complete_frames_length
 from lasp2_hpc.ledger.events import CampaignStarted, WalkerAdded
 from lasp2_hpc.ledger.state import WalkerRecord
@@ -167,6 +168,16 @@ def campaign_state_has_labels(directory: Path) -> bool:
 # -- worker pools and workers killed under running tasks -------------------------------------
 
 
+def test_a_lost_task_runs_again_at_once_then_waits_longer_each_time() -> None:
+    """A node failure or a preemption is a one-off: its tasks go to the new block at once. A
+    task lost again and again (a node that kills whatever it runs) waits 1, 2, 4 … s, at most
+    BACKOFF_MAX_S, so that a broken site is not hammered."""
+    delays = [resubmission_delay(losses) for losses in range(12)]
+    assert delays[:5] == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert delays == sorted(delays)
+    assert max(delays) == BACKOFF_MAX_S == delays[-1]
+
+
 def kill_campaign(**overrides: Any) -> dict[str, Any]:
     """A campaign long enough for tens of kills: two walkers, async, tasks of a fraction of a
     second (instant engines that sleep), on a local pool of two workers."""
@@ -227,11 +238,12 @@ def run_with_kills(directory: Path, kills: int, whole_pool: bool, seed: int) -> 
 
 
 @pytest.mark.slow
-def test_killed_pools_and_workers_are_no_task_failures(tmp_path: Path) -> None:
-    """20 worker pools SIGKILLed under running tasks, then 20 single busy workers: each is a
-    lost task run again (`infrastructure_failures`), never a failure of its own; the campaign
-    ends as without kills, and `lasp2 status` shows the losses."""
-    settings = kill_campaign()
+@pytest.mark.parametrize("mode", ["async", "sequential"])
+def test_killed_pools_and_workers_are_no_task_failures(tmp_path: Path, mode: str) -> None:
+    """20 worker pools SIGKILLed under running tasks, then 20 single busy workers, in either
+    mode: each is a lost task run again (`infrastructure_failures`), never a failure of its
+    own; the campaign ends as without kills, and `lasp2 status` shows the losses."""
+    settings = kill_campaign(mode=mode)
     baseline_dir = write_instant_campaign(tmp_path / "base", tmp_path / "base.count", **settings)
     baseline, _ = run_with_kills(baseline_dir, 0, whole_pool=True, seed=0)
     expected = check_invariants(baseline_dir)
@@ -252,7 +264,8 @@ def test_killed_pools_and_workers_are_no_task_failures(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stderr
         assert f"lost by the infrastructure and run again: {lost} times" in status.stdout
     ratio = timings[f"{KILLS} pools killed"] / baseline
-    print(", ".join(f"{name}: {s:.1f} s" for name, s in timings.items()), f"(pools: x{ratio:.2f})")
+    wall_times = ", ".join(f"{name}: {s:.1f} s" for name, s in timings.items())
+    print(f"{mode}: {wall_times} (pools: x{ratio:.2f})")
 
 
 KILLS = 20

@@ -43,8 +43,18 @@ from lasp2_hpc.ledger.task_specs import LabelSpec, MdSegmentSpec, spec_of
 from lasp2_hpc.site.faults import disk_full_error, is_infrastructure_fault
 
 LOGGER = logging.getLogger(__name__)
-BACKOFF_FIRST_S = 1.0  # a lost task waits this long before its first resubmission, then doubles
+# A task's first loss (a node failed, a job was preempted: rare, and a new block takes its own time
+# to come) is resubmitted at once; each further loss of the same task waits twice as long
+BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 120.0
+
+
+def resubmission_delay(losses_before: int) -> float:
+    """Seconds a task lost by the infrastructure waits before it is submitted again, when it had
+    been lost ``losses_before`` times already: 0, 1, 2, 4, … up to BACKOFF_MAX_S."""
+    if losses_before <= 0:
+        return 0.0
+    return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (losses_before - 1))
 
 
 class InfrastructureUnhealthy(RuntimeError):
@@ -96,7 +106,7 @@ class Ingestion:
                     "is not finished: check the site (`lasp2 site check`, the scheduler, "
                     "parsl/*/parsl.log) and run it again"
                 )
-            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**task.infrastructure_failures)
+            delay = resubmission_delay(task.infrastructure_failures)
             LOGGER.warning("task %s lost (%s); again in %.0f s", task_id, message, delay)
             return TaskLost(now, task_id, message, now + delay, job_id)
         if final is None:

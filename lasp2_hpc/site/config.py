@@ -417,7 +417,9 @@ def head_watchdog(head_pid: int, period_s: int = 2) -> str:
     )
 
 
-LOCAL_STATUS_SECONDS = 1  # how often a local block's process is looked at (Parsl's own: 5 s)
+# How often a local block's process is looked at (Parsl's own: 5 s): the strategy period below,
+# as Parsl looks no more often than that
+LOCAL_STATUS_SECONDS = 0.5
 
 
 def local_provider(worker_init: str) -> Any:
@@ -428,7 +430,8 @@ def local_provider(worker_init: str) -> Any:
 
     class QuicklyPolledLocalProvider(LocalProvider):
         @property
-        def status_polling_interval(self) -> int:
+        def status_polling_interval(self) -> float:  # type: ignore[override]
+            # Parsl annotates int; its poller only adds it to a time, a float serves
             return LOCAL_STATUS_SECONDS
 
     return QuicklyPolledLocalProvider(
