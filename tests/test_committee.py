@@ -177,3 +177,38 @@ def test_threads_sharing_a_committee_get_their_own_results():
         threaded = list(pool.map(lambda a: committee.predict(a).member_forces, structures * 3))
     for index, forces in enumerate(threaded):
         np.testing.assert_array_equal(forces, serial[index % len(structures)])
+
+
+@pytest.mark.parametrize("policy", ["ignore", "warn", "label"])
+def test_a_frame_that_extrapolates_is_counted_and_labelled_only_when_asked(policy):
+    """gamma.extrapolation: every policy counts the frames with atoms outside a member's
+    scaling ranges and the most such atoms; only ``label`` makes such a frame a trigger (with
+    the reason), the others accept it while γ stays under the trigger."""
+    from lasp2_hpc.engines.base import SegmentSpec
+    from lasp2_hpc.engines.segment_judge import SegmentJudge
+
+    committee = Committee(
+        [random_model(two_element_settings()), random_model(two_element_settings(), seed=8)]
+    )
+    inside = random_structure(0)
+    squeezed = random_structure(0)
+    squeezed.set_cell(squeezed.cell.array * 0.8, scale_atoms=True)
+    outside_atoms = int(np.count_nonzero(committee.predict(squeezed).extrapolations))
+    assert outside_atoms > 0
+    spec = SegmentSpec(steps=20, first_step=0, temperature=300.0, timestep=1.0, thermostat={},
+                       check_interval=10, trigger=1e9, upper=None, gamma_variant="atom", seed=1,
+                       extrapolation=policy)  # fmt: skip
+    judge = SegmentJudge(committee, spec, inside)
+    assert judge.judge(10, inside, judge.gamma_of(inside)) is None
+    assert judge.extrapolated_frames == 0
+    result = judge.judge(20, squeezed, judge.gamma_of(squeezed))
+    if policy == "label":
+        assert result is not None and result.outcome == "triggered"
+        assert result.trigger_reason == "extrapolation" and result.trigger_step == 20
+        assert result.trigger_frame.info["extrapolating_atoms"] == outside_atoms
+        assert result.accepted_step == 10
+    else:
+        assert result is None
+        result = judge.completed()
+        assert result.accepted_step == 20
+    assert (result.extrapolated_frames, result.most_extrapolating_atoms) == (1, outside_atoms)

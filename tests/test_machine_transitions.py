@@ -345,3 +345,37 @@ def test_labels_of_another_energy_convention_never_join_the_database() -> None:
     assert state.energy_convention == "cp2k:free"
     with pytest.raises(TransitionError, match="two energy conventions"):
         apply(state, LabelFinished(4.0, labels[1].id, "x2", entries[1]))
+
+
+def test_extrapolation_is_planned_counted_per_walker_and_names_its_candidates() -> None:
+    """gamma.extrapolation reaches every MD segment's spec (the default leaves the task's id
+    as it was before the setting existed); a segment's extrapolated frames add up on its
+    walker, and a candidate triggered by extrapolation says so."""
+    from lasp2_hpc.ledger.planning import MdPolicy
+
+    ids = {}
+    for setting in ("warn", "label"):
+        current = policy("async", md=MdPolicy(extrapolation=setting))
+        state = train(started(), current)
+        state, (segment,) = submit_all(state, current)
+        assert segment.inputs.get("extrapolation", "warn") == setting
+        ids[setting] = segment.id
+    assert "extrapolation" not in policy_segment_inputs(policy("async"))
+    assert ids["warn"] != ids["label"]
+    state = apply(
+        state,
+        SegmentFinished(3.0, segment.id, "a", "triggered", 10, "c.traj", 0.05,
+                        {"hash": "x1", "structure": "s.extxyz", "step": 20, "gamma": 0.05,
+                         "reason": "extrapolation"},
+                        total_steps=200, extrapolated_frames=1, most_extrapolating_atoms=3),
+    )  # fmt: skip
+    walker = state.walkers["a"]
+    assert (walker.extrapolated_frames, walker.last_extrapolating_atoms) == (1, 3)
+    assert state.candidates[0].reason == "triggered by extrapolation"
+    assert state.candidates[0].status == "pending"
+
+
+def policy_segment_inputs(current: Policy) -> dict:
+    state = train(started(), current)
+    _, (segment,) = submit_all(state, current)
+    return segment.inputs

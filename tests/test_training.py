@@ -92,6 +92,10 @@ def test_cli_train_then_predict_committee(small_data, tmp_path, capsys):
     assert len(frames) == len(small_data) and "forces_std" in frames[0].arrays
     gamma = float(printed[1].split()[-1])
     assert gamma == pytest.approx(frames[0].info["gamma"], abs=1e-6)
+    # the committee's own training structures lie inside its scaling ranges: no extrapolation
+    assert [int(line.split()[4]) for line in printed[1:]] == [0] * len(small_data)
+    assert all(frame.info["extrapolation_count"] == 0 for frame in frames)
+    assert not frames[0].arrays["extrapolations"].any()
 
 
 def test_bad_settings_name_file_and_key(tmp_path):

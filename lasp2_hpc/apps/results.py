@@ -42,6 +42,7 @@ class Trigger:
     structure: str
     step: int
     gamma: float
+    reason: str = "gamma"  # gamma | extrapolation | stress: what crossed its trigger
 
 
 @dataclass
@@ -52,6 +53,9 @@ class SegmentResultRecord(TaskResult):
     gamma_trace: list[tuple[int, float]] = field(default_factory=list)
     last_gamma: float | None = None
     trigger: Trigger | None = None
+    # checked frames with atoms outside a member's symmetry-function ranges, the most in one
+    extrapolated_frames: int = 0
+    most_extrapolating_atoms: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmentResultRecord:

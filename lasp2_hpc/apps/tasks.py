@@ -172,6 +172,7 @@ def run_md_segment(
             pressure=spec.pressure,
             barostat=spec.barostat,
             strain=spec.strain,
+            extrapolation=spec.extrapolation,
         )
         launch = execution.profile(spec.md_engine)
         engine = registry.md_engine(spec.md_engine, spec.md_parameters, launch)
@@ -186,6 +187,8 @@ def run_md_segment(
             checkpoint=str(checkpoint.relative_to(campaign)),
             gamma_trace=segment.gamma_trace,
             last_gamma=segment.gamma_trace[-1][1] if segment.gamma_trace else None,
+            extrapolated_frames=segment.extrapolated_frames,
+            most_extrapolating_atoms=segment.most_extrapolating_atoms,
         )
         if segment.trigger_frame is not None:
             frame = segment.trigger_frame
@@ -198,6 +201,7 @@ def run_md_segment(
                 str(trigger_path.relative_to(campaign)),
                 segment.trigger_step,
                 segment.trigger_gamma,
+                segment.trigger_reason or "gamma",
             )
         return result.to_dict()
 

@@ -147,6 +147,17 @@ class Ingestion:
         duplicate = None
         if result.trigger is not None:
             duplicate = self._near_duplicate(state, spec.walker, result.trigger.structure)
+        if result.extrapolated_frames and spec.extrapolation == "warn":
+            LOGGER.warning(
+                "walker %s: %d checked frames of segment %d extrapolate (up to %d atoms with "
+                "symmetry functions outside committee v%d's scaling ranges); γ decides "
+                "(gamma.extrapolation: label would label them)",
+                spec.walker,
+                result.extrapolated_frames,
+                spec.segment,
+                result.most_extrapolating_atoms,
+                spec.committee_version,
+            )
         return SegmentFinished(
             time.time(),
             task.id,
@@ -162,6 +173,8 @@ class Ingestion:
             dedup_steps=self.settings.labelling.dedup_steps,
             max_rollbacks=self.settings.convergence.max_rollbacks,
             job_id=result.job_id,
+            extrapolated_frames=result.extrapolated_frames,
+            most_extrapolating_atoms=result.most_extrapolating_atoms,
         )
 
     def _near_duplicate(self, state: CampaignState, walker: str, structure: str) -> str | None:

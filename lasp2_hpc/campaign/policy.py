@@ -59,6 +59,7 @@ def build_policy(campaign: Campaign) -> Policy:
             trigger=settings.gamma.trigger,
             upper=settings.gamma.upper,
             gamma_variant=settings.gamma.variant,
+            extrapolation=settings.gamma.extrapolation,
             driver=settings.committee.driver,
             engine=settings.md.engine,
             parameters=settings.md.parameters,

@@ -145,6 +145,10 @@ class GammaSettings:
     trigger: float  # eV/Å
     upper: float | None = None  # eV/Å; above it the structure is considered exploded
     variant: Literal["atom", "component"] = "atom"
+    # A frame whose atoms have symmetry functions outside a member's scaling range (n2p2's
+    # extrapolation warnings): counted and reported beside γ (warn), a trigger as γ is (label),
+    # or only counted (ignore)
+    extrapolation: Literal["ignore", "warn", "label"] = "warn"
 
     def __post_init__(self) -> None:
         if self.upper is not None and not self.upper > self.trigger:

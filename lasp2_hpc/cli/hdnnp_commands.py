@@ -99,7 +99,9 @@ def run_predict(arguments: argparse.Namespace) -> int:
     structures = read_structures(structure_path)
     results = []
     out = sys.stdout
-    header = "index natoms energy_eV max_force_eV_per_A"
+    # extrapolations: n2p2's warnings of the structure (symmetry functions outside a member's
+    # scaling ranges), its count: the most any member has over all atoms
+    header = "index natoms energy_eV max_force_eV_per_A extrapolations"
     if len(committee) > 1:
         header += " energy_std_eV gamma_eV_per_A"
     print(f"# {len(committee)} model(s); {header}", file=out)
@@ -107,7 +109,8 @@ def run_predict(arguments: argparse.Namespace) -> int:
         prediction = committee.predict(atoms)
         line = (
             f"{index} {len(atoms)} {prediction.energy:.8f} "
-            f"{np.linalg.norm(prediction.forces, axis=1).max():.6f}"
+            f"{np.linalg.norm(prediction.forces, axis=1).max():.6f} "
+            f"{prediction.extrapolation_count}"
         )
         if len(committee) > 1:
             line += f" {prediction.energy_std:.6f} {prediction.gamma:.6f}"
@@ -116,6 +119,8 @@ def run_predict(arguments: argparse.Namespace) -> int:
         result.calc = SinglePointCalculator(
             result, energy=prediction.energy, forces=prediction.forces
         )
+        result.arrays["extrapolations"] = prediction.extrapolations  # per atom, any member
+        result.info["extrapolation_count"] = prediction.extrapolation_count
         if len(committee) > 1:
             result.arrays["forces_std"] = prediction.forces_std
             result.info["gamma"] = prediction.gamma

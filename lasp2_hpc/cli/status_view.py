@@ -26,12 +26,16 @@ def format_status(state: CampaignState) -> str:
             f"  v{committee.version:<3d} {committee.status:<9s} trained on "
             f"{committee.training_set_size:4d}  validation force RMSE (meV/Å): {shown or '-'}"
         )
-    lines += ["", "walkers:", "  name            status     steps  triggers  last γ (eV/Å)"]
+    lines += [
+        "",
+        "walkers:",
+        "  name            status     steps  triggers  last γ (eV/Å)  extrapolated frames",
+    ]
     for walker in state.walkers.values():
         gamma = f"{walker.last_gamma:.3f}" if walker.last_gamma is not None else "-"
         lines.append(
             f"  {walker.name:<15s} {walker.status:<10s} {walker.steps_done:5d}  "
-            f"{walker.triggers:8d}  {gamma}"
+            f"{walker.triggers:8d}  {gamma:<13s}  {walker.extrapolated_frames}"
         )
     counts: dict[tuple[str, str], int] = {(k, "done"): n for k, n in state.done_before.items()}
     for task in state.tasks.values():

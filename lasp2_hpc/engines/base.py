@@ -107,6 +107,9 @@ class SegmentSpec:
     barostat: dict[str, Any] = field(default_factory=dict)  # npt: time_constant (fs), coupling
     # {kind: isotropic|uniaxial, value: ε, axis: x|y|z}: the start cell strained by ε (None: as is)
     strain: dict[str, Any] | None = None
+    # ignore | warn | label: a frame with atoms outside a member's symmetry-function ranges is
+    # only counted (ignore, warn: the head warns) or triggers like a γ above the trigger (label)
+    extrapolation: str = "warn"
 
 
 @dataclass
@@ -119,6 +122,11 @@ class SegmentResult:
     trigger_gamma: float | None = None
     gamma_trace: list[tuple[int, float]] = field(default_factory=list)
     frames: list[Atoms] = field(default_factory=list)  # accepted frames at each check
+    # checked frames with an atom outside a member's symmetry-function ranges, and the most
+    # such atoms in one frame
+    extrapolated_frames: int = 0
+    most_extrapolating_atoms: int = 0
+    trigger_reason: str | None = None  # gamma | extrapolation | stress
 
 
 class MolecularDynamics(Engine):

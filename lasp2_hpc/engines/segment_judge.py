@@ -56,6 +56,8 @@ class SegmentJudge:
         self.trace: list[tuple[int, float]] = []
         self.frames: list[Atoms] = []
         self.evaluations = 0
+        self.extrapolated_frames = 0
+        self.most_extrapolating_atoms = 0
 
     def gamma_of(self, frame: Atoms) -> float:
         """γ of a frame the committee has not seen (a dumped LAMMPS frame)."""
@@ -78,6 +80,11 @@ class SegmentJudge:
             return self.exploded()
         frame = snapshot(frame)
         frame.info["gamma"] = gamma
+        extrapolating = self.extrapolating_atoms()
+        frame.info["extrapolating_atoms"] = extrapolating
+        if extrapolating:
+            self.extrapolated_frames += 1
+            self.most_extrapolating_atoms = max(self.most_extrapolating_atoms, extrapolating)
         spread = self.stress_spread()
         if spread is not None:
             frame.info["stress_spread"] = spread  # GPa
@@ -86,9 +93,14 @@ class SegmentJudge:
             and spread is not None
             and (spread > self.stress_trigger)
         )
-        if gamma > self.spec.trigger or stress_over:
-            return SegmentResult("triggered", self.accepted, self.accepted_step, frame, step,
-                                 gamma, self.trace, self.frames)  # fmt: skip
+        extrapolation_over = extrapolating > 0 and self.spec.extrapolation == "label"
+        if gamma > self.spec.trigger or stress_over or extrapolation_over:
+            reason = (
+                "gamma" if gamma > self.spec.trigger
+                else "stress" if stress_over
+                else "extrapolation"
+            )  # fmt: skip
+            return self._result("triggered", frame, step, gamma, reason)
         self.accepted, self.accepted_step = frame, step
         self.frames.append(frame)
         return None
@@ -101,13 +113,39 @@ class SegmentJudge:
             return None
         return float(np.std(np.asarray(stresses), axis=0).max() / GPA)
 
+    def extrapolating_atoms(self) -> int:
+        """Atoms of the frame evaluated last with a symmetry function outside some member's
+        scaling range (n2p2's extrapolation warnings)."""
+        per_atom = self.calculator.results.get("extrapolations")
+        return 0 if per_atom is None else int(np.count_nonzero(per_atom))
+
     def exploded(self) -> SegmentResult:
-        return SegmentResult("exploded", self.accepted, self.accepted_step,
-                             gamma_trace=self.trace, frames=self.frames)  # fmt: skip
+        return self._result("exploded")
 
     def completed(self) -> SegmentResult:
-        return SegmentResult("completed", self.accepted, self.accepted_step,
-                             gamma_trace=self.trace, frames=self.frames)  # fmt: skip
+        return self._result("completed")
+
+    def _result(
+        self,
+        outcome: str,
+        trigger_frame: Atoms | None = None,
+        trigger_step: int | None = None,
+        trigger_gamma: float | None = None,
+        reason: str | None = None,
+    ) -> SegmentResult:
+        return SegmentResult(
+            outcome,
+            self.accepted,
+            self.accepted_step,
+            trigger_frame,
+            trigger_step,
+            trigger_gamma,
+            self.trace,
+            self.frames,
+            self.extrapolated_frames,
+            self.most_extrapolating_atoms,
+            reason,
+        )
 
 
 class _RememberingCommittee:

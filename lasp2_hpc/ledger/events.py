@@ -135,6 +135,8 @@ class SegmentFinished(Event):
     dedup_steps: int = 0
     max_rollbacks: int = 5
     job_id: str | None = None
+    extrapolated_frames: int = 0  # checked frames outside a member's symmetry-function ranges
+    most_extrapolating_atoms: int = 0
 
 
 @dataclass

@@ -227,6 +227,8 @@ def _segment_finished(state: CampaignState, event: SegmentFinished) -> None:
     walker.checkpoint = event.checkpoint
     walker.segments += 1
     walker.last_gamma = event.last_gamma
+    walker.extrapolated_frames += event.extrapolated_frames
+    walker.last_extrapolating_atoms = event.most_extrapolating_atoms
     if event.outcome == "triggered":
         _triggered(state, walker, event, spec.committee_version)
     elif event.outcome == "exploded":
@@ -257,6 +259,8 @@ def _triggered(
         committee_version=version,
         structure=event.trigger["structure"],
     )
+    if event.trigger.get("reason", "gamma") != "gamma":
+        candidate.reason = f"triggered by {event.trigger['reason']}"
     walker.status = "waiting"
     walker.waiting_for_version = version + 1
     if duplicate is not None:

@@ -71,6 +71,7 @@ class MdPolicy:
     trigger: float = 0.25  # eV/Å
     upper: float | None = None
     gamma_variant: str = "atom"
+    extrapolation: str = "warn"  # ignore | warn | label
     driver: int = 0
     engine: str = "ase"
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -342,6 +343,7 @@ def _md_task(state: CampaignState, name: str, version: int, policy: Policy) -> P
         trigger=policy.md.trigger,
         upper=policy.md.upper,
         gamma_variant=policy.md.gamma_variant,
+        extrapolation=policy.md.extrapolation,
         driver=policy.md.driver,
         md_engine=policy.md.engine,
         md_parameters=policy.md.parameters,

@@ -140,6 +140,10 @@ class WalkerRecord(_Indexed):
     consecutive_rollbacks: int = 0
     last_gamma: float | None = None
     triggers: int = 0
+    # checked frames with atoms outside a member's symmetry-function ranges (all segments), and
+    # how many such atoms the last segment had at most
+    extrapolated_frames: int = 0
+    last_extrapolating_atoms: int = 0
 
     def _index_key(self) -> str:
         return self.name

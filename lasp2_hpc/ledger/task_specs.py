@@ -175,11 +175,13 @@ class MdSegmentSpec(TaskSpec):
     pressure: float = 0.0  # GPa, npt
     barostat: dict[str, Any] = field(default_factory=dict)  # npt: time_constant (fs), coupling
     strain: dict[str, Any] | None = None  # {kind, value, axis}: this segment's strain step
+    extrapolation: str = "warn"  # ignore | warn | label (a frame that extrapolates triggers)
 
     # Fields added after the first ledgers: left out of the inputs (and so of the task's id)
     # while at these defaults, so that an NVT segment keeps the id it always had
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
         "ensemble": "nvt", "pressure": 0.0, "barostat": {}, "strain": None,
+        "extrapolation": "warn",
     }  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
