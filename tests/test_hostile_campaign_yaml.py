@@ -62,6 +62,11 @@ BAD_VALUES: dict[str, tuple[Edit, str, list[str]]] = {
     "trigger huge": (set_in("gamma", "trigger", value=1e9), "gamma.trigger", ["<= 1000"]),
     "upper nan": (set_in("gamma", "upper", value=NAN), "gamma.upper", ["not a finite"]),
     "upper -inf": (set_in("gamma", "upper", value=-INF), "gamma.upper", ["not a finite"]),
+    "an element the initial database lacks": (
+        set_in("elements", value=["Au", "Cu"]),
+        "elements",
+        ["holds no Cu atom", "initial_database", "leave it out of elements"],
+    ),
     "extrapolation policy unknown": (
         set_in("gamma", "extrapolation", value="stop"),
         "gamma.extrapolation",

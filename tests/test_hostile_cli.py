@@ -159,6 +159,25 @@ def test_commands_on_a_campaign_that_never_ran(campaign: Path, tmp_path: Path) -
     assert not (campaign / "report").exists() and not (tmp_path / "x.data").exists()
 
 
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("elements: [Au]\ngamma: {trigger: 0.1}\ngamma: {trigger: 0.2}\n", "gamma"),
+        ("elements: &e [Au]\nx: *e\ngamma: {trigger: 0.1}\n", "anchor"),
+        ("elements: [Au]\ngamma: {trigger: .nan}\n", "not a finite"),
+        ("elements: [Au]\n", "gamma.trigger"),
+    ],
+)
+def test_report_reads_campaign_yaml_as_strictly_as_validate(
+    started: Path, content: str, fragment: str
+) -> None:
+    path = started / "campaign.yaml"
+    path.write_text(content)
+    outcome = lasp2("report", str(started))
+    assert_refused(outcome, [str(path), fragment], fix=False)
+    assert not (started / "report").exists()
+
+
 def test_commands_on_a_folder_that_is_no_campaign(tmp_path: Path) -> None:
     for command in ("status", "report", "validate"):
         outcome = lasp2(command, str(tmp_path))

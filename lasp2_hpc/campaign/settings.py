@@ -374,9 +374,17 @@ def _check_references(settings: CampaignSettings, path: Path) -> None:
             f"{database} {'is not a file' if database.exists() else 'does not exist'}",
             "give an extxyz file of labelled structures",
         )
-    check_structures(
+    present = check_structures(
         database, settings.elements, path, "initial_database", labelled=True, every_frame=True
     )
+    absent = [element for element in settings.elements if element not in present]
+    if absent:
+        raise SettingsError(
+            path, "elements", f"{database} (initial_database) holds no {', '.join(absent)} atom: "
+            "the first committee cannot learn an element it has never seen",
+            f"add labelled structures with {', '.join(absent)} to the initial database, "
+            "or leave it out of elements",
+        )  # fmt: skip
     for index, walker in enumerate(settings.walkers):
         key = f"walkers[{index}]"
         if walker.structure is not None:
@@ -417,10 +425,11 @@ def check_structures(
     key: str,
     labelled: bool = False,
     every_frame: bool = False,
-) -> None:
+) -> set[str]:
     """A structure file the campaign names, read (never run) before anything is computed: it
     must hold atoms of the campaign's elements at finite positions (and, for a database, finite
-    energies and forces), or the first MD segment or training would fail an hour later."""
+    energies and forces), or the first MD segment or training would fail an hour later; returns
+    the elements it holds."""
     import ase.io
     import numpy as np
 
@@ -434,7 +443,9 @@ def check_structures(
     frames = read if isinstance(read, list) else [read]
     if not frames:
         raise SettingsError(path, key, f"{file} holds no structure", "give a structure file")
+    present: set[str] = set()
     for index, atoms in enumerate(frames):
+        present.update(atoms.get_chemical_symbols())
         where = f"{file}, structure {index}" if every_frame else str(file)
         if len(atoms) == 0:
             raise SettingsError(path, key, f"{where} has no atoms", "give a structure with atoms")
@@ -450,6 +461,7 @@ def check_structures(
             )
         if labelled:
             _check_label(atoms, where, path, key)
+    return present
 
 
 def _check_label(atoms: Any, where: str, path: Path, key: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from lasp2_hpc.database.store import StructureDatabase
 from lasp2_hpc.ledger.state import CampaignState
 from lasp2_hpc.ledger.store import LEDGER_FILE, read_ledger_file
+from lasp2_hpc.settings_file import SettingsError, load_yaml_mapping
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,10 +49,8 @@ class CampaignData:
 
 
 def read_campaign(directory: Path, model_errors: bool = True) -> CampaignData:
-    import yaml
-
     state = read_ledger_file(directory / LEDGER_FILE)
-    settings = yaml.safe_load((directory / "campaign.yaml").read_text())
+    settings = _read_settings(directory / "campaign.yaml")
     data = CampaignData(directory, state, settings)
     data.segments = _gamma_segments(directory, state)
     database = StructureDatabase(directory / "database" / "database.extxyz")
@@ -64,6 +63,19 @@ def read_campaign(directory: Path, model_errors: bool = True) -> CampaignData:
     if model_errors:
         data.errors = _model_errors(directory, state, [structures[e.hash] for e in state.database])
     return data
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """campaign.yaml as strictly as `lasp2 validate` reads it (no anchors, aliases, repeated
+    keys, non-finite numbers), with the one value the report draws from it checked."""
+    settings = load_yaml_mapping(path)
+    gamma = settings.get("gamma")
+    trigger = gamma.get("trigger") if isinstance(gamma, dict) else None
+    if isinstance(trigger, bool) or not isinstance(trigger, (int, float)):
+        raise SettingsError(
+            path, "gamma.trigger", "a number is required", "lasp2 validate says what else is off"
+        )
+    return settings
 
 
 def _gamma_segments(directory: Path, state: CampaignState) -> list[GammaSegment]:

@@ -31,8 +31,8 @@ def write_report(
 ) -> Path:
     directory = Path(directory)
     output = output or directory / "report"
-    output.mkdir(parents=True, exist_ok=True)
     data = read_campaign(directory, model_errors=model_errors)
+    output.mkdir(parents=True, exist_ok=True)  # after the campaign read: nothing for a refusal
     reference = complete_database_values(complete_database) if complete_database else None
     made = {
         "gamma": figures.gamma_figure(data, output / "gamma.png"),
