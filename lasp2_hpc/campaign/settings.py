@@ -20,6 +20,7 @@ from lasp2_hpc.hdnnp.potential_settings import (
     RadialGrid,
     TrainingSettings,
 )
+from lasp2_hpc.ledger.task_specs import LAUNCH_KEYS
 from lasp2_hpc.properties.probes import PropertySettings
 from lasp2_hpc.schema import (
     Bound,
@@ -298,8 +299,9 @@ def load_campaign_settings(directory: str | Path) -> CampaignSettings:
     return settings
 
 
-# Keys that say how a program starts: the site config's launch profile holds them now
-LAUNCH_KEYS = {
+# Keys that say how a program starts (the ledger's LAUNCH_KEYS): where in the site config's
+# launch profile each one goes now
+LAUNCH_KEY_TARGETS = {
     "command": "command",
     "environment": "environment",
     "launcher": "launcher",
@@ -307,6 +309,9 @@ LAUNCH_KEYS = {
     "training_command": "programs.training",
     "data_dir": "variables.CP2K_DATA_DIR",
 }
+
+
+assert set(LAUNCH_KEY_TARGETS) == LAUNCH_KEYS, "every launch key has its place in the profile"
 
 
 def migrate_engine_shape(data: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -350,7 +355,7 @@ def _refuse_launch_keys(section: Any, key: str, path: Path) -> None:
     if not isinstance(section, dict) or not isinstance(section.get("parameters"), dict):
         return
     engine = section.get("engine", "?")
-    for name, target in LAUNCH_KEYS.items():
+    for name, target in LAUNCH_KEY_TARGETS.items():
         if name in section["parameters"]:
             raise SettingsError(
                 path,

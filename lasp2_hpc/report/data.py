@@ -14,6 +14,7 @@ import numpy as np
 from lasp2_hpc.database.store import StructureDatabase
 from lasp2_hpc.ledger.state import CampaignState
 from lasp2_hpc.ledger.store import LEDGER_FILE, read_ledger_file
+from lasp2_hpc.ledger.task_specs import MdSegmentSpec
 from lasp2_hpc.settings_file import SettingsError, load_yaml_mapping
 
 LOGGER = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _read_settings(path: Path) -> dict[str, Any]:
 def _gamma_segments(directory: Path, state: CampaignState) -> list[GammaSegment]:
     segments = []
     for task in state.tasks.values():
-        if task.kind != "md" or task.status != "done":
+        if task.kind != MdSegmentSpec.kind or task.status != "done":
             continue
         try:
             result = json.loads((directory / task.work_dir / "result.json").read_text())

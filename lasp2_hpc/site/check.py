@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lasp2_hpc.jobs.requirements import EngineReport, check_engine
+from lasp2_hpc.ledger.task_specs import LabelSpec, MdSegmentSpec, TrainMemberSpec
 from lasp2_hpc.site.config import (
     ExecutorSettings,
     SiteConfig,
@@ -86,7 +87,11 @@ ALL_ENGINES: list[tuple[str, str, dict[str, Any]]] = [
     ("oracle", "vasp", {}),
     ("oracle", "cp2k", {}),
 ]
-ROLE_TASK_KIND = {"trainer": "train", "md": "md", "oracle": "label"}
+ROLE_TASK_KIND = {
+    "trainer": TrainMemberSpec.kind,
+    "md": MdSegmentSpec.kind,
+    "oracle": LabelSpec.kind,
+}
 
 
 def check_engines(
