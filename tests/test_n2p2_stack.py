@@ -296,6 +296,38 @@ def test_a_member_trained_by_n2p2_predicts_the_same_in_n2p2_and_lasp2(
             assert_forces_agree(mine.forces, theirs.forces, f"{member.directory.name} #{index}")
 
 
+def test_a_warm_member_starts_exactly_where_the_previous_one_ended(
+    n2p2_build: N2p2Build,
+    au_members: list[TrainedMember],
+    au_training_set: list[Atoms],
+    tmp_path: Path,
+) -> None:
+    """committee.retraining: warm with n2p2: the previous member's weights and reference
+    energies go into the run with use_old_weights_short, on the short schedule. On the same
+    data (the same scaling), n2p2's epoch 0 is the previous member exactly: its weights, and
+    its errors as lasp2's predictor computes them with the previous member's files."""
+    previous = au_members[0].directory
+    potential = {**AU_POTENTIAL, "training": {**AU_POTENTIAL["training"], "warm_epochs": 3}}
+    trainer = _trainer(n2p2_build, scaling_bins=200, keep_epoch_weights=True)
+    warm = tmp_path / "member-0-warm"
+    metrics = trainer.train(au_training_set, potential, AU_SEEDS[0], warm, start_from=previous)
+    run_dir = warm / "n2p2-run"
+    input_nn = (run_dir / "input.nn").read_text().split("\n")
+    assert "use_old_weights_short" in [line.split("#")[0].strip() for line in input_nn]
+    curve = parse_learning_curve((warm / "learning-curve.out").read_text())
+    assert curve.epochs == [0, 1, 2, 3]  # the warm schedule, not the 15 epochs from new weights
+    start = np.loadtxt(previous / "weights.079.data", usecols=0)
+    np.testing.assert_array_equal(np.loadtxt(run_dir / "weights.079.000000.out", usecols=0), start)
+    for part in ("train", "test"):
+        energy, force = _rmse_on(previous, read_input_data(run_dir / f"{part}.data"))
+        assert energy == pytest.approx(curve.columns[f"RMSEpa_E{part}_pu"][0], rel=1e-5)
+        assert force == pytest.approx(curve.columns[f"RMSE_F{part}_pu"][0], rel=1e-5)
+    assert Committee.load(warm).predict(au_training_set[0]).energy == pytest.approx(
+        au_training_set[0].get_potential_energy(), abs=0.5 * len(au_training_set[0])
+    )
+    assert metrics["best_epoch"] in curve.epochs
+
+
 # ------------------------------------------------------------------ c. LAMMPS pair_style hdnnp
 def _dumped_forces(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """{step: (positions, forces)} of a ``dump custom ... id type x y z fx fy fz`` sorted by id."""
