@@ -280,3 +280,43 @@ def test_site_or_campaign_file_writable_by_others_is_refused(tmp_path: Path) -> 
         open_campaign(directory)
     (directory / "campaign.yaml").chmod(0o600)
     assert open_campaign(directory).site.name == "threads"
+
+
+def test_a_trigger_near_a_structure_not_yet_learnt_is_a_duplicate(tmp_path: Path) -> None:
+    """The head's RMSD check of a new trigger (labelling.dedup_rmsd): against the same walker's
+    candidates that no committee has learnt yet, found by the status index (a campaign of
+    100,000 tasks keeps a few such candidates); learnt ones and other walkers' are left out."""
+    from types import SimpleNamespace
+
+    import ase.io
+    from ase.build import bulk
+
+    from lasp2_hpc.campaign.ingestion import Ingestion
+    from lasp2_hpc.ledger.state import (
+        CampaignState,
+        CandidateRecord,
+        CommitteeRecord,
+        DatabaseEntry,
+    )
+
+    base = bulk("Au", "fcc", a=4.08, cubic=True)
+    near, far = base.copy(), base.copy()
+    near.positions[0, 0] += 0.02  # RMSD 0.01 Å
+    far.positions[0, 0] += 0.6
+    for name, atoms in (("base", base), ("near", near), ("far", far)):
+        ase.io.write(tmp_path / f"{name}.extxyz", atoms, format="extxyz")
+    state = CampaignState()
+    state.add_database_entry(DatabaseEntry("initial", {"source": "initial"}))
+    state.committees.append(CommitteeRecord(0, "ready", 1))
+    settings = SimpleNamespace(walkers=[], labelling=SimpleNamespace(dedup_rmsd=0.05))
+    ingestion = Ingestion(tmp_path, settings, None)  # type: ignore[arg-type]
+    state.add_candidate(CandidateRecord("c1", "slab", 10, 0.5, 0, "base.extxyz"))
+    assert ingestion._near_duplicate(state, "slab", "near.extxyz") == "c1"
+    assert ingestion._near_duplicate(state, "slab", "far.extxyz") is None
+    assert ingestion._near_duplicate(state, "bulk", "near.extxyz") is None  # another walker's
+    # labelled and learnt by the latest committee: the walker may find it again
+    state.candidate("c1").status = "labelled"
+    state.add_database_entry(DatabaseEntry("c1", {"source": "oracle"}))
+    assert ingestion._near_duplicate(state, "slab", "near.extxyz") == "c1"
+    state.committees.append(CommitteeRecord(1, "ready", 2))
+    assert ingestion._near_duplicate(state, "slab", "near.extxyz") is None

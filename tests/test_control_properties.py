@@ -138,3 +138,23 @@ def test_experiments_are_ready_campaigns(
     assert len(initial) == sum(counts[k] for k in initial_kinds)
     (walker,) = campaign.settings.walkers
     assert len(ase.io.read(directory / str(walker.structure))) == walker_atoms
+
+
+def test_a_reference_without_a_minimum_says_so() -> None:
+    """An oracle whose E(V) falls all the way through the strain window (CP2K at Γ in a 1-atom
+    cell did): a message that names the property, the phase and the window, not a fit's
+    LinAlgError."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from lasp2_hpc.properties.probes import NoMinimum
+
+    class Falling(Calculator):
+        implemented_properties = ["energy"]  # noqa: RUF012
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"energy": -0.1 * self.atoms.get_volume()}
+
+    probes = [PropertySettings("lattice_fcc", "lattice_constant")]
+    with pytest.raises(NoMinimum, match=r"'lattice_fcc'.*Au-fcc has no minimum within ±"):
+        reference_lattice_constants(CalculatorModels(Falling), probes)

@@ -531,6 +531,36 @@ def test_engine_segment_driven_by_an_n2p2_member_continues_exactly(
     assert deviation < 1e-6
 
 
+def test_an_npt_segment_driven_by_an_n2p2_member_continues_exactly(
+    n2p2_build: N2p2Build, au_members: list[TrainedMember], tmp_path: Path
+) -> None:
+    """fix npt with pair_style hdnnp: the box moves under 2 GPa, the driver's energy in LAMMPS
+    is lasp2's for that member on each frame's own cell, and a segment cut in two continues
+    from the restart (barostat and thermostat state) as the uninterrupted one, cells too."""
+    committee = au_members[0].directory.parent
+    md = _lammps_md(n2p2_build)
+    npt = {"ensemble": "npt", "pressure": 2.0, "barostat": {"time_constant": 200.0}}
+    whole = md.run_segment(_fcc_gold(), committee, _spec(tmp_path / "whole", **npt))
+    assert whole.outcome == "completed" and whole.accepted_step == 40
+    volumes = [frame.get_volume() for frame in whole.frames]
+    assert max(abs(v / _fcc_gold().get_volume() - 1.0) for v in volumes) > 1e-3  # the box moved
+    driver = Committee.load(au_members[0].directory)
+    for frame in whole.frames:
+        expected = driver.predict(frame).energy
+        assert frame.info["lammps_potential_energy"] == pytest.approx(expected, rel=RELATIVE)
+    first = md.run_segment(_fcc_gold(), committee, _spec(tmp_path / "first", steps=20, **npt))
+    rest = md.run_segment(
+        first.accepted, committee, _spec(tmp_path / "rest", steps=20, first_step=20, **npt)
+    )
+    script = (tmp_path / "rest" / "lammps" / "run-000" / files.INPUT_SCRIPT).read_text()
+    assert "read_restart start.restart" in script and "fix thermostat all npt" in script
+    uninterrupted = _by_step(whole)
+    assert sorted(_by_step(rest)) == [30, 40]
+    for step, frame in _by_step(rest).items():
+        assert np.abs(frame.positions - uninterrupted[step].positions).max() < 1e-6
+        assert np.abs(frame.cell.array - uninterrupted[step].cell.array).max() < 1e-6
+
+
 def test_engine_segment_on_two_mpi_ranks(
     n2p2_build: N2p2Build,
     au_members: list[TrainedMember],

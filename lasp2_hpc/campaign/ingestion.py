@@ -66,6 +66,7 @@ class Ingestion:
         self.root = root
         self.settings = settings
         self.database = database
+        self._walkers = {walker.name: walker for walker in settings.walkers}
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class Ingestion:
     ) -> SegmentFinished:
         spec = spec_of(task)
         assert isinstance(spec, MdSegmentSpec)
-        walker = next((w for w in self.settings.walkers if w.name == spec.walker), None)
+        walker = self._walkers.get(spec.walker)
         total_steps = walker.total_steps if walker is not None else spec.first_step + spec.steps
         duplicate = None
         if result.trigger is not None:
@@ -186,15 +187,13 @@ class Ingestion:
         trigger = ase.io.read(self.root / structure, format="extxyz")
         assert not isinstance(trigger, list)
         latest = state.latest_ready_committee()
-        trained = {e.hash for e in state.database[: latest.training_set_size]} if latest else set()
-        for candidate in state.candidates:
-            if candidate.walker != walker or candidate.status not in (
-                "pending",
-                "labelling",
-                "labelled",
-            ):
+        trained = latest.training_set_size if latest is not None else 0
+        # the candidates not yet learnt, by the status index: a few, whatever the campaign's size
+        for candidate in state.candidates_with_status("pending", "labelling", "labelled"):
+            if candidate.walker != walker:
                 continue
-            if candidate.id in trained:
+            position = state.database_position(candidate.id)
+            if position is not None and position < trained:
                 continue
             other = ase.io.read(self.root / candidate.structure, format="extxyz")
             assert not isinstance(other, list)

@@ -1,9 +1,12 @@
 """The head's loop: plan tasks from the ledger, submit them through Parsl, record their results.
 
-The head can be killed at any moment: every event is in the ledger before anything acts on it; on
-restart, tasks the ledger shows in flight are submitted again and, being idempotent, return their
-stored result when they had finished, and a half-done multi-step action (some members of a
-committee submitted) is planned again from the state alone.
+The head can be killed at any moment. A round's events are written to the journal together
+(Ledger.batch), and a task may reach Parsl before its submission is written: its id is its inputs'
+hash and it is idempotent, so a crash in between plans the same task again, which returns its
+stored result if it had finished. On restart, tasks the ledger shows in flight are submitted again
+the same way, and a half-done multi-step action (some members of a committee submitted) is planned
+again from the state alone. What a round planned from results not yet written is planned the
+same way again after a crash: the tasks that produced them return their stored results.
 """
 
 from __future__ import annotations

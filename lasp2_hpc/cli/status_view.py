@@ -87,21 +87,26 @@ def format_properties(state: CampaignState) -> list[str]:
     return lines
 
 
+WALKERS_SHOWN = 8  # a progress line names the first walkers; `lasp2 status` lists them all
+
+
 def progress_line(state: CampaignState, message: str, started: float) -> str:
     from lasp2_hpc.ledger.state import IN_FLIGHT_TASK_STATUSES
 
     elapsed = time.time() - started
     counts: dict[str, int] = {}
-    for task in state.tasks.values():
-        if task.status in IN_FLIGHT_TASK_STATUSES:
-            counts[task.kind] = counts.get(task.kind, 0) + 1
+    # tasks in flight by the status index: a line per event costs the same at any campaign size
+    for task in state.tasks_with_status(*IN_FLIGHT_TASK_STATUSES):
+        counts[task.kind] = counts.get(task.kind, 0) + 1
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
     walkers = " ".join(
         f"{w.name}:{w.status}@{w.steps_done}"
         + (f"(γ {w.last_gamma:.3f})" if w.last_gamma is not None else "")
-        for w in state.walkers.values()
+        for w in list(state.walkers.values())[:WALKERS_SHOWN]
     )
-    labels = len(state.labels())
+    if len(state.walkers) > WALKERS_SHOWN:
+        walkers += f" … {len(state.walkers) - WALKERS_SHOWN} more"
+    labels = state.label_count()
     return (
         f"[{elapsed:7.1f}s] it {state.iteration} | labels {labels} | jobs {kinds or 'none'} | "
         f"{walkers} | {message}"

@@ -352,7 +352,7 @@ class Ledger:
     def _snapshot_due(self) -> bool:
         """Every ``snapshot_events`` events or ``snapshot_seconds``, stretched with the state's
         size so that snapshots cost each event the same share in a long campaign (a restart
-        then replays at most a quarter of the tasks' events)."""
+        then replays at most a twentieth of the tasks' events, or 2000)."""
         events = max(self.snapshot_events, len(self.state.tasks) // 20)
         seconds = max(self.snapshot_seconds, 50 * self._snapshot_duration)
         elapsed = time.monotonic() - self._snapshot_time

@@ -290,6 +290,10 @@ def _summary(kind: str, values: np.ndarray, **extra: Any) -> dict[str, Any]:
     }
 
 
+class NoMinimum(ValueError):
+    """The reference equation of state has no minimum where it was looked for."""
+
+
 def reference_lattice_constants(models: Models, probes: list[PropertySettings]) -> dict[str, float]:
     """The reference method's own lattice constant of every (element, phase) the probes use."""
     constants: dict[str, float] = {}
@@ -300,6 +304,14 @@ def reference_lattice_constants(models: Models, probes: list[PropertySettings]) 
         guess = probe.lattice_guess or default_lattice_guess(probe.element, probe.phase)
         for _ in range(3):  # refit around the last minimum until it sits inside the window
             fitted = float(equation_of_state(models, probe, guess).lattice_constants[0])
+            if not np.isfinite(fitted):
+                raise NoMinimum(
+                    f"property {probe.name!r}: the reference method's energy of {key} has no "
+                    f"minimum within ±{probe.strain:.0%} of a = {guess:.4f} Å (the oracle's "
+                    "settings cannot give this phase's equation of state: too few k-points, "
+                    "for one); check the oracle on that cell, or give lattice_guess or a wider "
+                    "strain"
+                )
             converged = abs(fitted - guess) < 0.2 * probe.strain * guess
             guess = fitted
             if converged:
