@@ -52,7 +52,7 @@ from lasp2_hpc.schema import from_mapping
 from lasp2_hpc.settings_file import load_yaml_mapping
 
 HERE = Path(__file__).resolve().parent
-CU2S = HERE.parent.parent / "shared" / "n2p2-reference" / "Cu2S_PBE"
+CU2S = HERE.parent / "tests" / "data" / "n2p2" / "Cu2S_PBE"  # n2p2's potential, in the repository
 FILE_UNITS = ModelUnits("angstrom", "eV")
 
 
@@ -305,6 +305,7 @@ def main() -> None:
         ("Cu2S", cu2s_members(8), cu2s_atoms, CU2S, CU2S / "input.data"),
     ]
     rows = evaluation_rows(cases, driver, arguments.repeats, arguments.rounds)
+    emt_ms = emt_milliseconds(atoms, arguments.repeats)
 
     old = baseline_descriptors()
     md = {"atoms": len(ase.io.read(slab_file))}
@@ -320,9 +321,27 @@ def main() -> None:
         + (f" --write {arguments.write}" if arguments.write else "")
     )
     text = markdown(rows, md, training, command, prefix)
+    text += (
+        f"\n\nASE's EMT (the embedded oracle) on the same Au cell ({len(atoms)} atoms), energy "
+        f"and forces: {emt_ms:.1f} ms per call.\n"
+    )
     print(text)
     if arguments.write:
         replace_section(arguments.write, text)
+
+
+def emt_milliseconds(atoms, repeats: int) -> float:
+    """ASE's EMT on ``atoms``: energy and forces of a fresh calculation, the median call."""
+    from ase.calculators.emt import EMT
+
+    copy = atoms.copy()
+    copy.calc = EMT()
+
+    def call() -> None:
+        copy.calc.reset()
+        copy.get_forces()
+
+    return median_ms(call, repeats)
 
 
 def _labelled(atoms):
