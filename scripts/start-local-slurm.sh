@@ -64,6 +64,7 @@ MinJobAge=300
 $(slurmd -C | head -1) State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=second Nodes=ALL Default=NO MaxTime=01:00:00 State=UP
+PartitionName=shared Nodes=ALL Default=NO MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
 
 # --- optional accounting: MariaDB + slurmdbd ---

@@ -53,9 +53,9 @@ TRAINER: dict[str, Any] = {
 ROOT_MPI = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
-def _executor(label: str, workers: int) -> dict[str, Any]:
-    """One SLURM block (one job on one core of the 2-core local node) with ``workers`` workers
-    (Parsl starts no more workers than the node's cores allow: half a core each)."""
+def _executor(label: str, workers: int, blocks: int = 1, **overrides: Any) -> dict[str, Any]:
+    """SLURM blocks (each a job on one core of the 2-core local node) with ``workers`` workers
+    each (Parsl starts no more workers than the node's cores allow: half a core each)."""
     site = slurm_site(
         label=label,
         max_workers_per_node=workers,
@@ -63,7 +63,8 @@ def _executor(label: str, workers: int) -> dict[str, Any]:
         walltime="00:20:00",
         walltime_margin=60,
         init_blocks=0,
-        max_blocks=1,
+        max_blocks=blocks,
+        **overrides,
         # the workers import lasp2 from this checkout, with this Python
         worker_init=f"export PATH={Path(sys.executable).parent}:$PATH\n"
         f"export PYTHONPATH={REPOSITORY}",
@@ -72,16 +73,17 @@ def _executor(label: str, workers: int) -> dict[str, Any]:
 
 
 def _site(build: N2p2Build, cp2k: str) -> dict[str, Any]:
-    """Training as SLURM jobs (the four members of a round in one block, in parallel), MD and
-    labels in another block."""
+    """Training as SLURM jobs, one per member (blocks of one worker), MD and labels in another
+    block; all on the partition whose node takes 4 jobs per core (the 4 members of a round run
+    at once on 2 cores, beside the other block)."""
     assert build.prefix is not None
     programs = {"scaling": str(build.nnp_scaling), "training": str(build.nnp_train)}
     return {
         "name": "local-slurm-production-stack",
         "executors": [
             {"label": "head", "kind": "threads", "max_workers_per_node": 1},
-            _executor("train", MEMBERS),
-            _executor("cluster", 2),
+            _executor("train", 1, blocks=MEMBERS, partition="shared"),
+            _executor("cluster", 2, partition="shared"),
         ],
         "routing": {"train": "train", "md": "cluster", "label": "cluster", "evaluate": "head"},
         "launch": {
@@ -137,7 +139,7 @@ def _run_campaign(directory: Path, timeout: float = 1500) -> tuple[int, str, flo
 
 
 def _check_training(directory: Path, state: CampaignState) -> None:
-    """Every member by nnp-train in a SLURM job; the members of a round overlap in time."""
+    """Every member by nnp-train in a SLURM job of its own; the members of a round overlap."""
     assert [len(c.members) for c in state.committees] == [MEMBERS] * len(state.committees)
     for committee in state.committees:
         spans = []
@@ -152,7 +154,8 @@ def _check_training(directory: Path, state: CampaignState) -> None:
                 ((run / "input.nn").stat().st_mtime, (run / "nnp-train.log").stat().st_mtime)
             )
         assert max(s for s, _ in spans) < min(e for _, e in spans), "the members did not overlap"
-        assert len({state.tasks[m.task_id].job_id for m in committee.members}) == 1
+        jobs = {state.tasks[m.task_id].job_id for m in committee.members}
+        assert len(jobs) == MEMBERS, f"the members of v{committee.version} ran in jobs {jobs}"
 
 
 def _check_md(directory: Path, state: CampaignState) -> int:
