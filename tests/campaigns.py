@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +17,10 @@ import yaml
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
+from lasp2_hpc.apps.oracle_journal import ORACLE_JOURNAL_FILE
+from lasp2_hpc.database.store import StructureDatabase
 from lasp2_hpc.examples.gold import gold_dataset
+from lasp2_hpc.ledger.store import read_journal, read_ledger_file
 
 TINY_HDNNP: dict[str, Any] = {
     "cutoff": 5.0,
@@ -197,3 +202,63 @@ def write_instant_campaign(
     write_tiny_campaign(directory, **settings)
     (directory / "site.yaml").write_text(yaml.safe_dump(site or THREADS_SITE))
     return directory
+
+
+# -- running them ---------------------------------------------------------------------------
+
+THREADS_SITE = {
+    "name": "threads",
+    "executors": [{"label": "threads", "kind": "threads", "max_workers_per_node": 2}],
+}
+
+
+def with_thread_site(directory: Path) -> None:
+    (directory / "site.yaml").write_text(yaml.safe_dump(THREADS_SITE))
+
+
+def lasp2(*arguments: str, **kwargs) -> subprocess.Popen:
+    """The CLI as a program of its own (a head that can be killed), its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lasp2_hpc.cli.main", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def check_finished_campaign(directory: Path) -> None:
+    """The invariants a user relies on after any number of crashes."""
+    state = read_ledger_file(directory / "ledger.json")
+    assert state.finished, state.finish_reason
+    database = StructureDatabase(directory / "database" / "database.extxyz")
+    hashes = database.hashes()
+    assert len(hashes) == len(set(hashes)), "duplicate structure in the database"
+    assert hashes == [e.hash for e in state.database], "database file and ledger disagree"
+    labelled = [c for c in state.candidates if c.status == "labelled"]
+    assert {c.id for c in labelled} == {e.hash for e in state.labels()}, "missing label"
+    calls = Counter(
+        r["structure_hash"]
+        for r in read_journal(directory / ORACLE_JOURNAL_FILE)
+        if r["task_id"].startswith("label-") and not r.get("rejected")
+    )
+    for entry in state.labels():
+        assert calls[entry.hash] == 1, f"oracle called {calls[entry.hash]} times for {entry.hash}"
+    assert set(calls) == {e.hash for e in state.labels()}
+    for entry in state.labels():
+        assert entry.provenance["walker"] and entry.provenance["oracle"] == "ase"
+        assert entry.provenance["gamma"] > 0
+    assert all(t.status == "done" for t in state.tasks.values())
+
+
+def parsl_processes_of(directory: Path) -> list[int]:
+    """The worker pools (process_worker_pool) of the campaign in ``directory`` still alive."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "process_worker_pool" in text and str(directory) in text:
+            found.append(int(cmdline.parent.name))
+    return found

@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,61 +16,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lasp2_hpc.apps.oracle_journal import ORACLE_JOURNAL_FILE
 from lasp2_hpc.campaign.loop import Runner
 from lasp2_hpc.campaign.opening import open_campaign
 from lasp2_hpc.database.store import StructureDatabase
 from lasp2_hpc.ledger.store import read_journal, read_ledger_file
 
-from .campaigns import TINY_HDNNP, write_tiny_campaign
-
-THREADS_SITE = {
-    "name": "threads",
-    "executors": [{"label": "threads", "kind": "threads", "max_workers_per_node": 2}],
-}
-
-
-def _with_thread_site(directory: Path) -> None:
-    (directory / "site.yaml").write_text(yaml.safe_dump(THREADS_SITE))
-
-
-def lasp2(*arguments: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lasp2_hpc.cli.main", *arguments],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
-def check_finished_campaign(directory: Path) -> None:
-    """The invariants a user relies on after any number of crashes."""
-    state = read_ledger_file(directory / "ledger.json")
-    assert state.finished, state.finish_reason
-    database = StructureDatabase(directory / "database" / "database.extxyz")
-    hashes = database.hashes()
-    assert len(hashes) == len(set(hashes)), "duplicate structure in the database"
-    assert hashes == [e.hash for e in state.database], "database file and ledger disagree"
-    labelled = [c for c in state.candidates if c.status == "labelled"]
-    assert {c.id for c in labelled} == {e.hash for e in state.labels()}, "missing label"
-    calls = Counter(
-        r["structure_hash"]
-        for r in read_journal(directory / ORACLE_JOURNAL_FILE)
-        if r["task_id"].startswith("label-") and not r.get("rejected")
-    )
-    for entry in state.labels():
-        assert calls[entry.hash] == 1, f"oracle called {calls[entry.hash]} times for {entry.hash}"
-    assert set(calls) == {e.hash for e in state.labels()}
-    for entry in state.labels():
-        assert entry.provenance["walker"] and entry.provenance["oracle"] == "ase"
-        assert entry.provenance["gamma"] > 0
-    assert all(t.status == "done" for t in state.tasks.values())
+from .campaigns import (
+    TINY_HDNNP,
+    check_finished_campaign,
+    lasp2,
+    parsl_processes_of,
+    with_thread_site,
+    write_tiny_campaign,
+)
 
 
 def test_loop_runs_with_parsl_threads(tmp_path: Path) -> None:
     directory = write_tiny_campaign(tmp_path / "c", site="site.yaml")
-    _with_thread_site(directory)
+    with_thread_site(directory)
     messages: list[str] = []
     reason = Runner(open_campaign(directory), lambda state, m: messages.append(m)).run()
     state = read_ledger_file(directory / "ledger.json")
@@ -99,7 +61,7 @@ def test_nan_label_is_rejected_and_never_stored(tmp_path: Path) -> None:
         oracle={"calculator": "python:tests.campaigns:NanCalculator"},
         convergence={"max_rollbacks": 1},
     )
-    _with_thread_site(directory)
+    with_thread_site(directory)
     reason = Runner(open_campaign(directory)).run()
     state = read_ledger_file(directory / "ledger.json")
     assert len(state.database) == 8, "a NaN label entered the database"
@@ -117,7 +79,7 @@ def test_crashing_oracle_is_retried_then_given_up(tmp_path: Path) -> None:
         convergence={"max_rollbacks": 0},
         max_attempts=2,
     )
-    _with_thread_site(directory)
+    with_thread_site(directory)
     Runner(open_campaign(directory)).run()
     state = read_ledger_file(directory / "ledger.json")
     labels = [t for t in state.tasks.values() if t.kind == "label"]
@@ -145,18 +107,6 @@ def test_second_run_is_refused_while_one_is_active(tmp_path: Path) -> None:
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-
-
-def _parsl_processes_of(directory: Path) -> list[int]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "process_worker_pool" in text and str(directory) in text:
-            found.append(int(cmdline.parent.name))
-    return found
 
 
 @pytest.mark.slow
@@ -232,7 +182,7 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
     assert sum(resubmitted.values()) >= 3, resubmitted
     print(f"{kills} kills, {runs} runs, resubmitted tasks by kind: {dict(resubmitted)}")
     time.sleep(1)
-    assert _parsl_processes_of(directory) == [], "worker pools outlived their head"
+    assert parsl_processes_of(directory) == [], "worker pools outlived their head"
 
 
 def test_member_that_cannot_train_ends_the_campaign_with_a_reason(tmp_path: Path) -> None:
@@ -241,7 +191,7 @@ def test_member_that_cannot_train_ends_the_campaign_with_a_reason(tmp_path: Path
     directory = write_tiny_campaign(
         tmp_path / "c", site="site.yaml", committee={"size": 2, "hdnnp": hdnnp}, max_attempts=2
     )
-    _with_thread_site(directory)
+    with_thread_site(directory)
     reason = Runner(open_campaign(directory)).run()
     assert "training of committee v0 member" in reason and "after 2 attempts" in reason
     state = read_ledger_file(directory / "ledger.json")
@@ -253,7 +203,7 @@ def test_export_writes_the_ledger_database_as_input_data(tmp_path: Path) -> None
     from lasp2_hpc.hdnnp.input_data import read_input_data
 
     directory = write_tiny_campaign(tmp_path / "c", site="site.yaml", labelling={"max_labels": 1})
-    _with_thread_site(directory)
+    with_thread_site(directory)
     Runner(open_campaign(directory)).run()
     output = tmp_path / "input.data"
     assert main(["export", str(directory), "-o", str(output)]) == 0
@@ -268,7 +218,7 @@ def test_site_or_campaign_file_writable_by_others_is_refused(tmp_path: Path) -> 
     from lasp2_hpc.campaign.opening import UnsafePermissions
 
     directory = write_tiny_campaign(tmp_path / "c", site="site.yaml")
-    _with_thread_site(directory)
+    with_thread_site(directory)
     (directory / "site.yaml").chmod(0o664)
     with pytest.raises(
         UnsafePermissions, match=r"site.yaml is writable by other users.*chmod go-w"

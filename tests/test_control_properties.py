@@ -23,8 +23,7 @@ from lasp2_hpc.properties.probes import (
 )
 from lasp2_hpc.schema import SettingsError
 
-from .campaigns import write_tiny_campaign
-from .test_campaign_run import _with_thread_site
+from .campaigns import with_thread_site, write_tiny_campaign
 
 PROBES = [
     {"name": "surface_100", "kind": "surface_energy", "facet": "100"},
@@ -62,7 +61,7 @@ def test_property_settings_errors_name_the_key(tmp_path: Path) -> None:
 
 def test_each_committee_is_measured_against_the_oracle(tmp_path: Path, capsys) -> None:
     directory = write_tiny_campaign(tmp_path / "c", site="site.yaml", properties=PROBES)
-    _with_thread_site(directory)
+    with_thread_site(directory)
     Runner(open_campaign(directory)).run()
     state = read_ledger_file(directory / "ledger.json")
     reference = state.reference_properties

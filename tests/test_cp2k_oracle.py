@@ -597,9 +597,8 @@ def test_a_campaign_under_slurm_labels_with_cp2k(tmp_path: Path) -> None:
 
     from lasp2_hpc.ledger.store import read_ledger_file
 
-    from .campaigns import write_tiny_campaign
-    from .test_campaign_run import lasp2
-    from .test_slurm import split_site
+    from .campaigns import lasp2, write_tiny_campaign
+    from .slurm_cluster import split_site
 
     command = cp2k_executable()
     if shutil.which("sinfo") is None:

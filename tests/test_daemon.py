@@ -14,8 +14,13 @@ from lasp2_hpc.campaign.daemon import DaemonError, head_state, start_daemon, sto
 from lasp2_hpc.cli.main import main
 from lasp2_hpc.ledger.store import read_ledger_file
 
-from .campaigns import TINY_HDNNP, tiny_settings, write_tiny_campaign
-from .test_campaign_run import _parsl_processes_of, check_finished_campaign
+from .campaigns import (
+    TINY_HDNNP,
+    check_finished_campaign,
+    parsl_processes_of,
+    tiny_settings,
+    write_tiny_campaign,
+)
 
 
 @pytest.mark.slow
@@ -50,7 +55,7 @@ def test_daemon_start_stop_resume(tmp_path: Path, capsys) -> None:
     assert not head_state(directory).alive
     assert not (directory / "run.json").exists()
     time.sleep(1)
-    assert _parsl_processes_of(directory) == [], "SIGTERM left Parsl workers behind"
+    assert parsl_processes_of(directory) == [], "SIGTERM left Parsl workers behind"
     stopped = read_ledger_file(directory / "ledger.json")
     assert not stopped.finished
     assert "lasp2: stopped" in (directory / "logs" / "daemon.log").read_text()

@@ -407,7 +407,7 @@ def test_array_scripts_rendered_exactly() -> None:
 
 def test_block_status_comes_from_squeue_not_sacct() -> None:
     """sacct lists a job only once slurmdbd recorded it: a block polled before would be lost."""
-    from lasp2_hpc.site.config import scheduler_provider
+    from lasp2_hpc.site.providers import scheduler_provider
 
     provider = scheduler_provider(executor())
     assert provider._cmd.format("12,13") == "squeue --noheader --format='%i %t' --job '12,13'"

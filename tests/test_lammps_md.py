@@ -9,71 +9,52 @@ and the Au_u3.eam potential that LAMMPS distributes. Tests that need LAMMPS skip
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ase import Atoms, units
+from ase import units
 from ase.build import bulk
 from ase.calculators.lammps import Prism
 
 from lasp2_hpc.engines import lammps_files as files
 from lasp2_hpc.engines import registry
-from lasp2_hpc.engines.base import SegmentResult, SegmentSpec, thermalize
+from lasp2_hpc.engines.base import SegmentResult
 from lasp2_hpc.engines.lammps import (
     RESTART_KEY,
     RESTART_STEP_KEY,
     LammpsRunFailed,
     LammpsSetupError,
 )
-from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
-from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits
-from lasp2_hpc.hdnnp.potential_settings import AngularSet, HdnnpSetup, RadialGrid
-from lasp2_hpc.hdnnp.training import compute_scaling
-from lasp2_hpc.jobs.launch import EngineSetupError, LaunchProfile
+from lasp2_hpc.hdnnp.model import ModelUnits
+from lasp2_hpc.jobs.launch import EngineSetupError
 from lasp2_hpc.schema import SettingsError
 
-TEMPERATURE = 400.0
-STEPS = 300
-CHECK = 10
-NO_TRIGGER = 1e9
+from .lammps_helpers import (
+    CHECK,
+    STEPS,
+    TEMPERATURE,
+    Segment,
+    au_eam_potential,
+    eam_parameters,
+    frames_by_step,
+    gold_cell,
+    lammps_command,
+    lammps_engine,
+    lammps_segment,
+    named_restart,
+    numbered_frames,
+    run_lammps,
+    threshold_mid_segment,
+    write_untrained_committee,
+)
 
 
 # ------------------------------------------------------------------------------------ fixtures
-def _lammps_command() -> str | None:
-    """An ``lmp`` that starts: the venv's (PyPI wheel) or one on PATH."""
-    candidates = [Path(sys.executable).parent / "lmp", shutil.which("lmp")]
-    for candidate in candidates:
-        if candidate is None or not Path(candidate).exists():
-            continue
-        try:
-            completed = subprocess.run(
-                [str(candidate), "-h"], capture_output=True, text=True, timeout=120
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if completed.returncode == 0 and "Large-scale Atomic/Molecular" in completed.stdout:
-            return str(candidate)
-    return None
-
-
-def _au_potential() -> Path | None:
-    """Au_u3.eam from LAMMPS' potentials: the PyPI wheel ships them, Debian in lammps-data."""
-    spec = importlib.util.find_spec("lammps")  # finds the package without importing it
-    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    candidates = [r / "share" / "lammps" / "potentials" / "Au_u3.eam" for r in roots]
-    candidates.append(Path("/usr/share/lammps/potentials/Au_u3.eam"))
-    return next((c for c in candidates if c.is_file()), None)
-
-
 @pytest.fixture(scope="module")
 def lammps() -> tuple[str, Path]:
-    command, potential = _lammps_command(), _au_potential()
+    command, potential = lammps_command(), au_eam_potential()
     if command is None:
         pytest.skip("no working LAMMPS: pip install 'lammps[mpi]' (dev extra) or put lmp on PATH")
     if potential is None:
@@ -81,93 +62,9 @@ def lammps() -> tuple[str, Path]:
     return command, potential
 
 
-def _gold(temperature: float = TEMPERATURE, seed: int = 1) -> Atoms:
-    """108 fcc Au atoms with Maxwell–Boltzmann momenta at twice the temperature: half goes into
-    the potential energy of the perfect lattice, so the kinetic temperature settles near T."""
-    atoms = bulk("Au", "fcc", a=4.08, cubic=True).repeat(3)
-    thermalize(atoms, 2 * temperature, np.random.default_rng(seed))
-    return atoms
-
-
-def _write_committee(
-    directory: Path, size: int = 3, units_: ModelUnits | None = None, cutoff: float = 5.0
-) -> Path:
-    """Untrained Au networks with different seeds: they disagree, frame-dependently."""
-    setup = HdnnpSetup(
-        elements=["Au"],
-        cutoff=cutoff,
-        radial=RadialGrid(count=4, r_min=2.5, r_max=4.5),
-        angular=AngularSet(eta=[0.01], zeta=[1.0, 4.0]),
-        hidden_nodes=[6],
-    )
-    settings = setup.nnp_settings()
-    rng = np.random.default_rng(0)
-    samples = []
-    for _ in range(3):
-        sample = bulk("Au", "fcc", a=4.08, cubic=True).repeat(2)
-        sample.positions += rng.normal(0, 0.15, sample.positions.shape)
-        samples.append(sample)
-    calculator = SymmetryFunctionCalculator(settings)
-    descriptors = [calculator.compute(a.positions, a.numbers, a.cell.array, a.pbc) for a in samples]
-    scaling = compute_scaling(descriptors, settings)
-    for k in range(size):
-        model = HdnnpModel.new(settings, scaling, seed=k + 1, units=units_ or ModelUnits())
-        model.save(directory / f"member-{k}")
-    return directory
-
-
 @pytest.fixture(scope="module")
 def committee(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_committee(tmp_path_factory.mktemp("committee"))
-
-
-def _named_restart(result: SegmentResult, work_dir: Path) -> Path:
-    """The restart an accepted frame names, relative to the folder of the task directories."""
-    return work_dir.parent / result.accepted.info[RESTART_KEY]
-
-
-@dataclasses.dataclass
-class Segment:
-    """A segment for the LAMMPS engine: its spec, and the engine's md.parameters with the launch
-    profile's keys (command, environment) among them, as the tests write them."""
-
-    spec: SegmentSpec
-    parameters: dict
-
-
-LAUNCH_KEYS = ("command", "environment")
-
-
-def _engine(parameters: dict):
-    launch = LaunchProfile(**{k: v for k, v in parameters.items() if k in LAUNCH_KEYS})
-    science = {k: v for k, v in parameters.items() if k not in LAUNCH_KEYS}
-    return registry.md_engine("lammps", science, launch)
-
-
-def _run(atoms: Atoms, committee: Path, segment: Segment) -> SegmentResult:
-    return _engine(segment.parameters).run_segment(atoms, committee, segment.spec)
-
-
-def _spec(work_dir: Path | None, parameters: dict, **changes) -> Segment:
-    spec = SegmentSpec(
-        steps=STEPS,
-        first_step=0,
-        temperature=TEMPERATURE,
-        timestep=2.0,
-        thermostat={"kind": "nose-hoover", "friction": 0.01, "time_constant": 100.0},
-        check_interval=CHECK,
-        trigger=NO_TRIGGER,
-        upper=None,
-        gamma_variant="atom",
-        seed=7,
-        work_dir=work_dir,
-    )
-    return Segment(replace(spec, **changes), parameters)
-
-
-def _eam(lammps: tuple[str, Path], **more) -> dict:
-    command, potential = lammps
-    return {"command": command, "pair_style": "eam", "pair_coeff": [f"* * {potential}"], **more}
+    return write_untrained_committee(tmp_path_factory.mktemp("committee"))
 
 
 @pytest.fixture(scope="module")
@@ -177,40 +74,20 @@ def reference(
     """One uninterrupted segment with a trigger nothing reaches: the trajectory and γ trace
     every other run is compared with."""
     work = tmp_path_factory.mktemp("reference")
-    result = _run(_gold(), committee, _spec(work, _eam(lammps)))
+    result = run_lammps(gold_cell(), committee, lammps_segment(work, eam_parameters(lammps)))
     assert result.outcome == "completed"
     result.accepted.info["lammps_work_dir"] = str(work)  # for the tests that resolve its restart
     return result
 
 
-def _by_step(result: SegmentResult) -> dict[int, Atoms]:
-    return {frame.info["step"]: frame for frame in _numbered(result)}
-
-
-def _numbered(result: SegmentResult) -> list[Atoms]:
-    for (step, _), frame in zip(result.gamma_trace, result.frames, strict=False):
-        frame.info["step"] = step
-    return result.frames
-
-
-def _threshold_mid_segment(trace: list[tuple[int, float]]) -> tuple[int, float]:
-    """A trigger that the trace first crosses near its middle: the index of a running record
-    of γ (larger than every γ before it) closest to the middle, and a threshold between that
-    record and the largest γ before it."""
-    gammas = [gamma for _, gamma in trace]
-    records = [i for i in range(2, len(gammas)) if gammas[i] > max(gammas[:i])]
-    assert records, f"γ never sets a new record after the second check: {gammas}"
-    index = min(records, key=lambda i: abs(i - len(gammas) // 2))
-    return index, 0.5 * (max(gammas[:index]) + gammas[index])
-
-
-# ------------------------------------------------------------------------- input lines exactly
 def test_hdnnp_lines_for_the_driving_member(tmp_path: Path) -> None:
     """pair_style hdnnp with the driver's cutoff and unit factors, pair_coeff by type, the
     driver's n2p2 files copied beside the input. A stand-in 'LAMMPS' fails like a LAMMPS
     without ML-HDNNP, which must be a setup error naming the setting."""
-    committee = _write_committee(tmp_path / "committee", cutoff=5.0)
-    bohr = _write_committee(tmp_path / "bohr", units_=ModelUnits("bohr", "hartree"), cutoff=9.0)
+    committee = write_untrained_committee(tmp_path / "committee", cutoff=5.0)
+    bohr = write_untrained_committee(
+        tmp_path / "bohr", units_=ModelUnits("bohr", "hartree"), cutoff=9.0
+    )
     stand_in = tmp_path / "bin" / "lmp"
     stand_in.parent.mkdir()
     stand_in.write_text(
@@ -218,7 +95,7 @@ def test_hdnnp_lines_for_the_driving_member(tmp_path: Path) -> None:
         'package which is not enabled in this LAMMPS binary." > log.lammps\nexit 1\n'
     )
     stand_in.chmod(0o755)
-    atoms = _gold()
+    atoms = gold_cell()
     for directory, driver, cutoff, factors in (
         (committee, 1, "5.0", "cflength 1.0 cfenergy 1.0"),
         (
@@ -229,9 +106,9 @@ def test_hdnnp_lines_for_the_driving_member(tmp_path: Path) -> None:
         ),
     ):
         work = tmp_path / f"work-{directory.name}"
-        spec = _spec(work, {"command": str(stand_in)}, driver=driver)
+        spec = lammps_segment(work, {"command": str(stand_in)}, driver=driver)
         with pytest.raises(LammpsSetupError, match=r"ML-HDNNP.*launch\.lammps\.command"):
-            _run(atoms, directory, spec)
+            run_lammps(atoms, directory, spec)
         run = work / "lammps" / "run-000"
         lines = (run / files.INPUT_SCRIPT).read_text().splitlines()
         assert (
@@ -296,7 +173,7 @@ def test_segment_script_lines(tmp_path: Path) -> None:
 
 
 def test_data_file_velocities_are_metal_units(tmp_path: Path) -> None:
-    atoms = _gold()
+    atoms = gold_cell()
     types = files.atom_types(atoms)
     prism = Prism(atoms.cell.array, pbc=atoms.pbc)
     files.write_data_file(tmp_path / "data.lmp", atoms, types, prism)
@@ -309,13 +186,13 @@ def test_data_file_velocities_are_metal_units(tmp_path: Path) -> None:
 
 def test_settings_errors_name_the_key(tmp_path: Path, committee: Path) -> None:
     with pytest.raises(SettingsError, match=r"md\.parameters\.pair_coeff"):
-        _run(_gold(), committee, _spec(tmp_path, {"pair_style": "eam"}))
+        run_lammps(gold_cell(), committee, lammps_segment(tmp_path, {"pair_style": "eam"}))
     with pytest.raises(SettingsError, match=r"md\.parameters\.comand"):
-        _run(_gold(), committee, _spec(tmp_path, {"comand": "x"}))
+        run_lammps(gold_cell(), committee, lammps_segment(tmp_path, {"comand": "x"}))
     # how LAMMPS starts is the site's launch profile, never a campaign parameter
     with pytest.raises(SettingsError, match=r"md\.parameters\.command"):
         registry.md_engine("lammps", {"command": "lmp"})
-    needs = _engine(
+    needs = lammps_engine(
         {"command": "srun -n 4 lmp_mpi", "environment": "module load lammps"}
     ).requirements()
     assert needs.programs == [("srun", "launch.lammps.command"),
@@ -324,13 +201,13 @@ def test_settings_errors_name_the_key(tmp_path: Path, committee: Path) -> None:
 
 
 def test_missing_executable_names_the_setting(tmp_path: Path, committee: Path) -> None:
-    spec = _spec(tmp_path, {"command": "lmp-that-does-not-exist"})
+    spec = lammps_segment(tmp_path, {"command": "lmp-that-does-not-exist"})
     with pytest.raises(EngineSetupError, match=r"launch\.lammps\.command"):
-        _run(_gold(), committee, spec)
+        run_lammps(gold_cell(), committee, spec)
     # with environment lines the program may come from a module: found missing when run
-    spec = _spec(tmp_path, {"command": "lmp-that-does-not-exist", "environment": "true"})
+    spec = lammps_segment(tmp_path, {"command": "lmp-that-does-not-exist", "environment": "true"})
     with pytest.raises(EngineSetupError, match=r"not found where the job ran.*launch\.lammps"):
-        _run(_gold(), committee, spec)
+        run_lammps(gold_cell(), committee, spec)
 
 
 # ------------------------------------------------------------------------- real LAMMPS, Au EAM
@@ -344,15 +221,15 @@ def test_reference_segment_is_physical(reference: SegmentResult) -> None:
     temperatures = [frame.get_temperature() for frame in reference.frames]
     assert 0.6 * TEMPERATURE < np.mean(temperatures) < 1.4 * TEMPERATURE
     assert reference.accepted.info[RESTART_STEP_KEY] == STEPS
-    assert _named_restart(reference, Path(reference.accepted.info["lammps_work_dir"])).is_file()
+    assert named_restart(reference, Path(reference.accepted.info["lammps_work_dir"])).is_file()
 
 
 def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
     lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
 ) -> None:
-    index, threshold = _threshold_mid_segment(reference.gamma_trace)
-    spec = _spec(tmp_path / "triggered", _eam(lammps), trigger=threshold)
-    triggered = _run(_gold(), committee, spec)
+    index, threshold = threshold_mid_segment(reference.gamma_trace)
+    spec = lammps_segment(tmp_path / "triggered", eam_parameters(lammps), trigger=threshold)
+    triggered = run_lammps(gold_cell(), committee, spec)
 
     trigger_step, trigger_gamma = reference.gamma_trace[index]
     assert triggered.outcome == "triggered"
@@ -364,29 +241,29 @@ def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
     assert all(gamma <= threshold for _, gamma in triggered.gamma_trace[:-1])
     # the accepted frame is the one just before the trigger, positions and momenta as dumped
     assert triggered.accepted_step == trigger_step - CHECK
-    before = _by_step(reference)[triggered.accepted_step]
+    before = frames_by_step(reference)[triggered.accepted_step]
     np.testing.assert_allclose(triggered.accepted.positions, before.positions, atol=1e-12)
     np.testing.assert_allclose(triggered.accepted.get_momenta(), before.get_momenta(), atol=1e-12)
     assert triggered.trigger_frame is not None
     assert triggered.trigger_frame.info["gamma"] == triggered.trigger_gamma
     # only the accepted state's restart is kept
-    restart = _named_restart(triggered, tmp_path / "triggered")
+    restart = named_restart(triggered, tmp_path / "triggered")
     assert sorted(restart.parent.glob("state.*.restart")) == [restart]
 
     # the next segment reads that restart (positions, velocities and the Nosé–Hoover state):
     # it continues the uninterrupted trajectory, up to round-off
     rest = STEPS - triggered.accepted_step
-    spec = _spec(tmp_path / "continued", _eam(lammps),
+    spec = lammps_segment(tmp_path / "continued", eam_parameters(lammps),
                  first_step=triggered.accepted_step, steps=rest)  # fmt: skip
-    continued = _run(triggered.accepted, committee, spec)
+    continued = run_lammps(triggered.accepted, committee, spec)
     run = tmp_path / "continued" / "lammps" / "run-000"
     assert "read_restart start.restart" in (run / files.INPUT_SCRIPT).read_text()
     first_dumped = files.read_dump(run / files.DUMP_FILE)[0]
     np.testing.assert_allclose(first_dumped.positions, triggered.accepted.positions, atol=1e-12)
-    uninterrupted = _by_step(reference)
+    uninterrupted = frames_by_step(reference)
     deviation = max(
         np.abs(frame.positions - uninterrupted[frame.info["step"]].positions).max()
-        for frame in _numbered(continued)
+        for frame in numbered_frames(continued)
     )
     assert continued.outcome == "completed" and continued.accepted_step == STEPS
     assert deviation < 1e-6
@@ -396,7 +273,7 @@ def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
     fresh_start = triggered.accepted.copy()
     del fresh_start.info[RESTART_KEY]
     spec = Segment(replace(spec.spec, work_dir=tmp_path / "fresh"), spec.parameters)
-    fresh = _run(fresh_start, committee, spec)
+    fresh = run_lammps(fresh_start, committee, spec)
     run = tmp_path / "fresh" / "lammps" / "run-000"
     assert "read_data data.lmp" in (run / files.INPUT_SCRIPT).read_text()
     first_dumped = files.read_dump(run / files.DUMP_FILE)[0]
@@ -405,7 +282,7 @@ def test_trigger_is_the_first_frame_over_threshold_and_continuation_is_exact(
     np.testing.assert_allclose(velocities, triggered.accepted.get_velocities(), rtol=1e-12)
     fresh_deviation = max(
         np.abs(frame.positions - uninterrupted[frame.info["step"]].positions).max()
-        for frame in _numbered(fresh)
+        for frame in numbered_frames(fresh)
     )
     assert deviation < fresh_deviation < 0.5
 
@@ -414,11 +291,11 @@ def test_upper_bound_reports_exploded(
     lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
 ) -> None:
     """γ over ``upper`` is an explosion (it wins over the trigger, as in the embedded engine)."""
-    index, threshold = _threshold_mid_segment(reference.gamma_trace)
+    index, threshold = threshold_mid_segment(reference.gamma_trace)
     step, gamma = reference.gamma_trace[index]
     upper = 0.5 * (threshold + gamma)  # above the trigger, below the first γ over it
-    spec = _spec(tmp_path, _eam(lammps), trigger=threshold, upper=upper)
-    result = _run(_gold(), committee, spec)
+    spec = lammps_segment(tmp_path, eam_parameters(lammps), trigger=threshold, upper=upper)
+    result = run_lammps(gold_cell(), committee, spec)
     assert result.outcome == "exploded"
     assert result.accepted_step == step - CHECK
     assert result.trigger_frame is None
@@ -429,13 +306,13 @@ def test_runs_of_fewer_steps_continue_exactly(
     lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
 ) -> None:
     """steps_per_run splits a segment into LAMMPS runs chained by restarts: same trajectory."""
-    spec = _spec(tmp_path, _eam(lammps, steps_per_run=100))
-    chained = _run(_gold(), committee, spec)
+    spec = lammps_segment(tmp_path, eam_parameters(lammps, steps_per_run=100))
+    chained = run_lammps(gold_cell(), committee, spec)
     assert sorted(p.name for p in (tmp_path / "lammps").iterdir()) == [
         "run-000", "run-001", "run-002"]  # fmt: skip
     assert [s for s, _ in chained.gamma_trace] == [s for s, _ in reference.gamma_trace]
-    uninterrupted = _by_step(reference)
-    for frame in _numbered(chained):
+    uninterrupted = frames_by_step(reference)
+    for frame in numbered_frames(chained):
         np.testing.assert_allclose(
             frame.positions, uninterrupted[frame.info["step"]].positions, atol=1e-6
         )
@@ -447,8 +324,8 @@ def test_triclinic_cell_and_no_momenta(
     """A primitive fcc cell (a skewed LAMMPS box): the engine checks that the first frame is the
     structure written; velocities are created from the seed when the atoms have none."""
     atoms = bulk("Au", "fcc", a=4.08).repeat(4)
-    spec = _spec(tmp_path, _eam(lammps), steps=40)
-    result = _run(atoms, committee, spec)
+    spec = lammps_segment(tmp_path, eam_parameters(lammps), steps=40)
+    result = run_lammps(atoms, committee, spec)
     script = (tmp_path / "lammps" / "run-000" / files.INPUT_SCRIPT).read_text()
     assert "velocity all create 400.0" in script
     assert "xy xz yz" in (tmp_path / "lammps" / "run-000" / files.DATA_FILE).read_text()
@@ -460,9 +337,11 @@ def test_triclinic_cell_and_no_momenta(
 def test_lammps_error_is_reported_with_its_line(
     lammps: tuple[str, Path], committee: Path, tmp_path: Path
 ) -> None:
-    spec = _spec(tmp_path, {**_eam(lammps), "pair_coeff": ["* * /no/such/Au.eam"]})
+    spec = lammps_segment(
+        tmp_path, {**eam_parameters(lammps), "pair_coeff": ["* * /no/such/Au.eam"]}
+    )
     with pytest.raises(LammpsRunFailed, match=r"(?i)cannot open eam potential file"):
-        _run(_gold(), committee, spec)
+        run_lammps(gold_cell(), committee, spec)
 
 
 def test_blown_up_dynamics_is_exploded(
@@ -470,11 +349,11 @@ def test_blown_up_dynamics_is_exploded(
 ) -> None:
     """A 0.5 ps time step loses atoms; LAMMPS stops with an error, the segment is exploded and
     the walker keeps its last accepted frame."""
-    spec = _spec(tmp_path, _eam(lammps), timestep=500.0, steps=200)
-    result = _run(_gold(), committee, spec)
+    spec = lammps_segment(tmp_path, eam_parameters(lammps), timestep=500.0, steps=200)
+    result = run_lammps(gold_cell(), committee, spec)
     assert result.outcome == "exploded"
     assert result.accepted_step < 200
-    start = _gold()
+    start = gold_cell()
     if result.accepted_step == 0:  # lost before the first check: the walker stays where it was
         np.testing.assert_array_equal(result.accepted.positions, start.positions)
         np.testing.assert_array_equal(result.accepted.get_momenta(), start.get_momenta())
@@ -486,8 +365,8 @@ def test_stochastic_thermostats_run(
 ) -> None:
     """The campaign's other thermostat kinds are LAMMPS fixes this LAMMPS knows."""
     thermostat = {"kind": kind, "friction": 0.01, "time_constant": 100.0}
-    spec = _spec(tmp_path, _eam(lammps), steps=40, thermostat=thermostat)
-    result = _run(_gold(), committee, spec)
+    spec = lammps_segment(tmp_path, eam_parameters(lammps), steps=40, thermostat=thermostat)
+    result = run_lammps(gold_cell(), committee, spec)
     assert result.outcome == "completed" and result.accepted_step == 40
 
 
@@ -496,11 +375,11 @@ def test_restart_of_another_state_is_not_used(
 ) -> None:
     """A start whose info names a restart of some other state (edited checkpoint, stale file)
     runs from its own positions and velocities instead, with a warning."""
-    start = _gold(seed=5)
+    start = gold_cell(seed=5)
     start.info[RESTART_KEY] = reference.accepted.info[RESTART_KEY]
     start.info[RESTART_STEP_KEY] = STEPS
-    spec = _spec(tmp_path, _eam(lammps), first_step=STEPS, steps=20)
-    result = _run(start, committee, spec)
+    spec = lammps_segment(tmp_path, eam_parameters(lammps), first_step=STEPS, steps=20)
+    result = run_lammps(start, committee, spec)
     assert "does not hold the start structure" in caplog.text
     run = tmp_path / "lammps" / "run-000"
     assert "read_data data.lmp" in (run / files.INPUT_SCRIPT).read_text()
@@ -508,19 +387,19 @@ def test_restart_of_another_state_is_not_used(
     np.testing.assert_allclose(first_dumped.positions, start.positions, atol=1e-12)
     assert result.outcome == "completed" and result.accepted_step == STEPS + 20
     # another segment's: untouched
-    assert _named_restart(reference, Path(reference.accepted.info["lammps_work_dir"])).is_file()
+    assert named_restart(reference, Path(reference.accepted.info["lammps_work_dir"])).is_file()
 
 
 def test_segment_not_a_whole_number_of_checks(
     lammps: tuple[str, Path], committee: Path, reference: SegmentResult, tmp_path: Path
 ) -> None:
     """As in the embedded engine, the last check is the last step (here from final.dump)."""
-    spec = _spec(tmp_path, _eam(lammps), steps=45)
-    result = _run(_gold(), committee, spec)
+    spec = lammps_segment(tmp_path, eam_parameters(lammps), steps=45)
+    result = run_lammps(gold_cell(), committee, spec)
     assert [s for s, _ in result.gamma_trace] == [10, 20, 30, 40, 45]
     assert result.accepted_step == 45 and result.accepted.info[RESTART_STEP_KEY] == 45
     assert len(list((tmp_path / "lammps").iterdir())) == 1  # one LAMMPS run
-    uninterrupted = _by_step(reference)
+    uninterrupted = frames_by_step(reference)
     np.testing.assert_allclose(result.frames[3].positions, uninterrupted[40].positions, atol=1e-9)
 
 
@@ -628,5 +507,5 @@ def test_a_walker_without_a_thermostat_kind_gets_each_engines_default() -> None:
     assert files.thermostat_lines(default, 400.0, 1) == [
         "fix thermostat all nvt temp 400.0 400.0 0.1"
     ]
-    spec = _spec(None, {}, thermostat=default)
-    assert type(thermostat(_gold(), spec.spec)).__name__ == "Langevin"
+    spec = lammps_segment(None, {}, thermostat=default)
+    assert type(thermostat(gold_cell(), spec.spec)).__name__ == "Langevin"

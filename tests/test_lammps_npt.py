@@ -16,28 +16,28 @@ from lasp2_hpc.engines import lammps_files as files
 from lasp2_hpc.engines.base import SegmentResult
 from lasp2_hpc.engines.lammps import RESTART_KEY
 
-from .test_lammps_md import (
+from .lammps_helpers import (
     CHECK,
     STEPS,
     Segment,
-    _au_potential,
-    _by_step,
-    _eam,
-    _gold,
-    _lammps_command,
-    _numbered,
-    _run,
-    _spec,
-    _threshold_mid_segment,
-    _write_committee,
+    au_eam_potential,
+    eam_parameters,
+    frames_by_step,
+    gold_cell,
+    lammps_command,
+    lammps_segment,
+    numbered_frames,
+    run_lammps,
+    threshold_mid_segment,
+    write_untrained_committee,
 )
 
 PRESSURE = 2.0  # GPa: the box shrinks visibly within a segment
 
 
 def _npt(work: Path, lammps: tuple[str, Path], coupling: str, **changes: Any) -> Segment:
-    return _spec(
-        work, _eam(lammps), ensemble="npt", pressure=PRESSURE,
+    return lammps_segment(
+        work, eam_parameters(lammps), ensemble="npt", pressure=PRESSURE,
         barostat={"time_constant": 200.0, "coupling": coupling},
         thermostat={"kind": None, "friction": 0.01, "time_constant": 100.0}, **changes,
     )  # fmt: skip
@@ -77,7 +77,7 @@ def test_the_dumped_box_is_read_back() -> None:
 # ------------------------------------------------------------------------------ real LAMMPS
 @pytest.fixture(scope="module")
 def lammps() -> tuple[str, Path]:
-    command, potential = _lammps_command(), _au_potential()
+    command, potential = lammps_command(), au_eam_potential()
     if command is None or potential is None:
         pytest.skip("no working LAMMPS with Au_u3.eam (see tests/test_lammps_md.py)")
     return command, potential
@@ -85,14 +85,14 @@ def lammps() -> tuple[str, Path]:
 
 @pytest.fixture(scope="module")
 def committee(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_committee(tmp_path_factory.mktemp("committee"))
+    return write_untrained_committee(tmp_path_factory.mktemp("committee"))
 
 
 def _max_deviation(result: SegmentResult, reference: SegmentResult, what: str) -> float:
-    uninterrupted = _by_step(reference)
+    uninterrupted = frames_by_step(reference)
     return max(
         float(np.abs(getattr(f, what) - getattr(uninterrupted[f.info["step"]], what)).max())
-        for f in _numbered(result)
+        for f in numbered_frames(result)
     )
 
 
@@ -100,33 +100,33 @@ def _max_deviation(result: SegmentResult, reference: SegmentResult, what: str) -
 def test_npt_continuation_from_the_restart_is_the_uninterrupted_trajectory(
     lammps: tuple[str, Path], committee: Path, tmp_path: Path, coupling: str
 ) -> None:
-    whole = _run(_gold(), committee, _npt(tmp_path / "whole", lammps, coupling))
+    whole = run_lammps(gold_cell(), committee, _npt(tmp_path / "whole", lammps, coupling))
     assert whole.outcome == "completed" and whole.accepted_step == STEPS
     volumes = [frame.get_volume() for frame in whole.frames]
-    assert min(volumes) < 0.995 * _gold().get_volume()  # compressed by 2 GPa at first
+    assert min(volumes) < 0.995 * gold_cell().get_volume()  # compressed by 2 GPa at first
     cells = np.array([frame.cell.array for frame in whole.frames])
     off_diagonal = np.abs(cells - cells * np.eye(3)).max()
     assert (off_diagonal > 1e-6) == (coupling == "full")  # only tri changes the shape
 
-    index, threshold = _threshold_mid_segment(whole.gamma_trace)
-    triggered = _run(
-        _gold(), committee, _npt(tmp_path / "triggered", lammps, coupling, trigger=threshold)
+    index, threshold = threshold_mid_segment(whole.gamma_trace)
+    triggered = run_lammps(
+        gold_cell(), committee, _npt(tmp_path / "triggered", lammps, coupling, trigger=threshold)
     )
     assert triggered.outcome == "triggered"
     assert triggered.accepted_step == whole.gamma_trace[index][0] - CHECK
-    before = _by_step(whole)[triggered.accepted_step]
+    before = frames_by_step(whole)[triggered.accepted_step]
     np.testing.assert_allclose(triggered.accepted.cell.array, before.cell.array, atol=1e-12)
     rest = STEPS - triggered.accepted_step
     spec = _npt(tmp_path / "continued", lammps, coupling,
                 first_step=triggered.accepted_step, steps=rest)  # fmt: skip
-    continued = _run(triggered.accepted, committee, spec)
+    continued = run_lammps(triggered.accepted, committee, spec)
     script = (tmp_path / "continued" / "lammps" / "run-000" / files.INPUT_SCRIPT).read_text()
     assert "read_restart start.restart" in script and "fix thermostat all npt" in script
     assert continued.outcome == "completed" and continued.accepted_step == STEPS
     assert _max_deviation(continued, whole, "positions") < 1e-6
     cell_deviation = max(
-        float(np.abs(f.cell.array - _by_step(whole)[f.info["step"]].cell.array).max())
-        for f in _numbered(continued)
+        float(np.abs(f.cell.array - frames_by_step(whole)[f.info["step"]].cell.array).max())
+        for f in numbered_frames(continued)
     )
     assert cell_deviation < 1e-6
 
@@ -134,7 +134,7 @@ def test_npt_continuation_from_the_restart_is_the_uninterrupted_trajectory(
     fresh_start = triggered.accepted.copy()
     del fresh_start.info[RESTART_KEY]
     fresh_spec = Segment(replace(spec.spec, work_dir=tmp_path / "fresh"), spec.parameters)
-    fresh = _run(fresh_start, committee, fresh_spec)
+    fresh = run_lammps(fresh_start, committee, fresh_spec)
     assert _max_deviation(fresh, whole, "positions") > 1e-6
 
 
@@ -144,20 +144,28 @@ def test_a_strain_step_starts_from_the_strained_box(
     """A new strain step: the data file holds the strained cell (the restart of the old box is
     not used); the same step continued: the restart is."""
     strain = {"kind": "uniaxial", "value": 0.03, "axis": "x"}
-    first = _run(_gold(), committee, _spec(tmp_path / "a", _eam(lammps), steps=40, strain=strain))
-    expected = _gold().cell.array @ np.diag([1.03, 1.0, 1.0])
+    first = run_lammps(
+        gold_cell(),
+        committee,
+        lammps_segment(tmp_path / "a", eam_parameters(lammps), steps=40, strain=strain),
+    )
+    expected = gold_cell().cell.array @ np.diag([1.03, 1.0, 1.0])
     for frame in [*first.frames, first.accepted]:
         np.testing.assert_allclose(frame.cell.array, expected, rtol=1e-14)
-    same = _spec(tmp_path / "b", _eam(lammps), steps=20, first_step=40, strain=strain)
-    continued = _run(first.accepted, committee, same)
+    same = lammps_segment(
+        tmp_path / "b", eam_parameters(lammps), steps=20, first_step=40, strain=strain
+    )
+    continued = run_lammps(first.accepted, committee, same)
     assert "read_restart" in (tmp_path / "b/lammps/run-000" / files.INPUT_SCRIPT).read_text()
     np.testing.assert_allclose(continued.accepted.cell.array, expected, rtol=1e-14)
     other = {"kind": "uniaxial", "value": -0.03, "axis": "x"}
-    next_step = _spec(tmp_path / "c", _eam(lammps), steps=20, first_step=60, strain=other)
-    moved = _run(continued.accepted, committee, next_step)
+    next_step = lammps_segment(
+        tmp_path / "c", eam_parameters(lammps), steps=20, first_step=60, strain=other
+    )
+    moved = run_lammps(continued.accepted, committee, next_step)
     run = tmp_path / "c/lammps/run-000"
     assert "read_data data.lmp" in (run / files.INPUT_SCRIPT).read_text()
     strained: Atoms = moved.accepted
     np.testing.assert_allclose(
-        strained.cell.array, _gold().cell.array @ np.diag([0.97, 1.0, 1.0]), rtol=1e-14
+        strained.cell.array, gold_cell().cell.array @ np.diag([0.97, 1.0, 1.0]), rtol=1e-14
     )

@@ -386,8 +386,7 @@ def test_a_campaign_switches_to_the_n2p2_trainer_by_its_settings_alone(
     from lasp2_hpc.campaign.loop import Runner
     from lasp2_hpc.campaign.opening import open_campaign
     from lasp2_hpc.ledger.store import read_ledger_file
-    from tests.campaigns import write_tiny_campaign
-    from tests.test_campaign_run import _with_thread_site
+    from tests.campaigns import with_thread_site, write_tiny_campaign
 
     campaign = write_tiny_campaign(
         n2p2_here / "campaign",
@@ -396,7 +395,7 @@ def test_a_campaign_switches_to_the_n2p2_trainer_by_its_settings_alone(
                    "hdnnp": SMALL},
         labelling={"max_labels": 1},
     )  # fmt: skip
-    _with_thread_site(campaign)
+    with_thread_site(campaign)
     Runner(open_campaign(campaign)).run()
     state = read_ledger_file(campaign / "ledger.json")
     assert state.finished

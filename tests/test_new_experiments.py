@@ -20,8 +20,7 @@ from lasp2_hpc.cli.main import main
 from lasp2_hpc.ledger.state import PROPERTY_SOURCE
 from lasp2_hpc.ledger.store import read_ledger_file
 
-from .campaigns import TINY_HDNNP
-from .test_campaign_run import _with_thread_site
+from .campaigns import TINY_HDNNP, with_thread_site
 
 NEW = ("experiment-3-npt", "experiment-3-strain", "experiment-3-learn")
 
@@ -70,7 +69,7 @@ def _reduce(directory: Path) -> None:
     data["properties"][0]["points"] = 5
     data["site"] = "site.yaml"
     path.write_text(yaml.safe_dump(data))
-    _with_thread_site(directory)
+    with_thread_site(directory)
 
 
 @pytest.mark.slow

@@ -18,8 +18,7 @@ from lasp2_hpc.ledger.store import read_ledger_file
 from lasp2_hpc.report.repeats import complete_database_band, read_repeat
 from lasp2_hpc.report.repeats_table import mean_and_spread
 
-from .campaigns import TINY_HDNNP, write_tiny_campaign
-from .test_campaign_run import _with_thread_site
+from .campaigns import TINY_HDNNP, with_thread_site, write_tiny_campaign
 
 PROBES = [
     {"name": "surface_100", "kind": "surface_energy", "facet": "100", "layers": 5},
@@ -36,7 +35,7 @@ def _campaign(directory: Path, seeds: list[int], walker_seed: int, **more: objec
         directory, site="site.yaml", properties=PROBES, walkers=[walker], committee=committee,
         **more,
     )  # fmt: skip
-    _with_thread_site(directory)
+    with_thread_site(directory)
     Runner(open_campaign(directory)).run()
     return directory
 

@@ -12,8 +12,7 @@ from lasp2_hpc.campaign.opening import open_campaign
 from lasp2_hpc.cli.main import main
 from lasp2_hpc.ledger.store import read_ledger_file
 
-from .campaigns import write_tiny_campaign
-from .test_campaign_run import _with_thread_site, check_finished_campaign
+from .campaigns import check_finished_campaign, with_thread_site, write_tiny_campaign
 
 
 def outage_campaign(directory: Path, outage: Path, site: str = "site.yaml") -> Path:
@@ -33,7 +32,7 @@ def outage_campaign(directory: Path, outage: Path, site: str = "site.yaml") -> P
 def test_failed_labels_handed_back_to_the_head_are_repaired(tmp_path: Path, capsys) -> None:
     outage = tmp_path / "outage"
     directory = outage_campaign(tmp_path / "c", outage)
-    _with_thread_site(directory)
+    with_thread_site(directory)
     Runner(open_campaign(directory)).run()
     state = read_ledger_file(directory / "ledger.json")
     failed = {t.id for t in state.tasks.values() if t.kind == "label" and t.status == "failed"}

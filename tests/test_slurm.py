@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,35 +11,10 @@ import yaml
 
 from lasp2_hpc.ledger.store import read_ledger_file
 
-from .campaigns import write_tiny_campaign
-from .test_campaign_run import check_finished_campaign, lasp2
+from .campaigns import check_finished_campaign, lasp2, write_tiny_campaign
+from .slurm_cluster import slurm_site, split_site
 
 pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(scope="module")
-def slurm() -> None:
-    if shutil.which("sinfo") is None:
-        pytest.skip("no SLURM here: start one with scripts/start-local-slurm.sh (root, Debian)")
-    answer = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    if answer.returncode != 0 or not answer.stdout.strip():
-        pytest.skip(f"SLURM does not answer ({answer.stderr.strip()}): run the start script")
-
-
-def slurm_site(**overrides) -> dict:
-    executor = {
-        "label": "slurm",
-        "provider": "slurm",
-        "partition": "debug",
-        "walltime": "00:10:00",
-        "max_workers_per_node": 2,
-        "exclusive": False,
-        "address": "127.0.0.1",  # one node: the compute node is this host
-        "worker_init": f"export PATH={Path(sys.executable).parent}:$PATH",
-        "status_polling_interval": 2,
-        **overrides,
-    }
-    return {"name": "local-slurm", "executors": [executor]}
 
 
 def test_campaign_runs_through_slurm_encrypted(slurm, tmp_path: Path) -> None:
@@ -147,27 +120,6 @@ def test_blocks_share_the_node_when_not_exclusive(slurm, tmp_path: Path) -> None
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True)
     assert len(set(nodes.stdout.split())) == 1, "this test needs the single-node local cluster"
     assert most_running == 2, "with exclusive: false two blocks should run at once on one node"
-
-
-REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-def split_site(dft: dict) -> dict:
-    """Training and MD in the head's threads, labels as SLURM jobs: the DFT-on-CPU-nodes shape."""
-    return {
-        "name": "local-slurm-dft",
-        "executors": [
-            {"label": "head", "kind": "threads", "max_workers_per_node": 2},
-            slurm_site(
-                label="dft",
-                # the test oracles live in tests/: workers import them by name
-                worker_init=f"export PATH={Path(sys.executable).parent}:$PATH\n"
-                f"export PYTHONPATH={REPOSITORY}",
-                **dft,
-            )["executors"][0],
-        ],
-        "routing": {"train": "head", "md": "head", "label": "dft", "evaluate": "head"},
-    }
 
 
 def _events(directory: Path, kind: str) -> list[dict]:

@@ -26,7 +26,7 @@ from lasp2_hpc.ledger.task_specs import MdSegmentSpec
 from lasp2_hpc.schema import SettingsError
 
 from .campaigns import write_tiny_campaign
-from .test_lammps_md import _write_committee
+from .lammps_helpers import write_untrained_committee
 
 STRAINS = [-0.04, -0.02, 0.0, 0.02, 0.04]
 
@@ -144,7 +144,7 @@ def test_strain_steps_share_the_walkers_steps_in_order() -> None:
 @pytest.fixture(scope="module")
 def committee(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Untrained networks (they disagree, and their forces and stress are smooth)."""
-    return _write_committee(tmp_path_factory.mktemp("committee"))
+    return write_untrained_committee(tmp_path_factory.mktemp("committee"))
 
 
 def _bcc(temperature: float = 800.0) -> Atoms:

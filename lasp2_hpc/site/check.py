@@ -13,8 +13,8 @@ from lasp2_hpc.site.config import (
     SiteConfig,
     load_site_config,
     parsl_config,
-    scheduler_provider,
 )
+from lasp2_hpc.site.providers import scheduler_provider
 from lasp2_hpc.site.trust import check_trusted_file
 
 
