@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 from ase.build import bulk
 
-from lasp2_hpc.examples.gold import FCC_LATTICE_CONSTANT
 from lasp2_hpc.hdnnp import kernel
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
 from lasp2_hpc.hdnnp.evaluation import CommitteeEvaluator
@@ -27,6 +26,7 @@ from lasp2_hpc.hdnnp.input_data import read_input_data
 from lasp2_hpc.hdnnp.model import HdnnpModel, ModelUnits
 from lasp2_hpc.hdnnp.potential_settings import AngularSet, HdnnpSetup, RadialGrid
 from lasp2_hpc.hdnnp.training import compute_scaling
+from lasp2_hpc.structures.gold import FCC_LATTICE_CONSTANT
 
 CU2S = Path(__file__).resolve().parents[2] / "shared" / "n2p2-reference" / "Cu2S_PBE"
 

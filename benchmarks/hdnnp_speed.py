@@ -41,7 +41,6 @@ from ase.build import bulk
 from hdnnp_baseline import BaselineCommittee, baseline_descriptors
 
 from lasp2_hpc.campaign.examples import write_example
-from lasp2_hpc.examples.gold import FCC_LATTICE_CONSTANT, gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee, CommitteeCalculator
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
 from lasp2_hpc.hdnnp.input_data import read_input_data, write_input_data
@@ -50,6 +49,7 @@ from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import train_member
 from lasp2_hpc.schema import from_mapping
 from lasp2_hpc.settings_file import load_yaml_mapping
+from lasp2_hpc.structures.gold import FCC_LATTICE_CONSTANT, gold_dataset
 
 HERE = Path(__file__).resolve().parent
 CU2S = HERE.parent / "tests" / "data" / "n2p2" / "Cu2S_PBE"  # n2p2's potential, in the repository

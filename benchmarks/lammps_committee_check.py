@@ -35,10 +35,10 @@ from ase.build import bulk
 from lasp2_hpc.engines.base import SegmentResult, SegmentSpec, thermalize
 from lasp2_hpc.engines.lammps import LammpsMolecularDynamics
 from lasp2_hpc.engines.n2p2 import N2p2Trainer
-from lasp2_hpc.examples.gold import FCC_LATTICE_CONSTANT, gold_dataset
 from lasp2_hpc.hdnnp.input_data import read_input_data
 from lasp2_hpc.hdnnp.model import ANGSTROM_EV, write_model_units
 from lasp2_hpc.jobs.launch import LaunchProfile
+from lasp2_hpc.structures.gold import FCC_LATTICE_CONSTANT, gold_dataset
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CU2S = REPOSITORY / "tests" / "data" / "n2p2" / "Cu2S_PBE"

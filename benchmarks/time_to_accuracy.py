@@ -71,7 +71,7 @@ def held_out_set(surface: str, seed: int = 4242) -> list:
     """EMT MD snapshots at 400 K of the set-up's slab and of fcc bulk that no campaign labels
     (other seeds than the database's)."""
     from lasp2_hpc.campaign.examples import _emt_md_snapshots
-    from lasp2_hpc.examples.gold import BUILDERS
+    from lasp2_hpc.structures.gold import BUILDERS
 
     frames = []
     for index, (kind, count) in enumerate(HELD_OUT.items()):

@@ -19,8 +19,8 @@ from ase.calculators.emt import EMT
 
 from lasp2_hpc.apps.oracle_journal import ORACLE_JOURNAL_FILE
 from lasp2_hpc.database.store import StructureDatabase
-from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.ledger.store import read_journal, read_ledger_file
+from lasp2_hpc.structures.gold import gold_dataset
 
 TINY_HDNNP: dict[str, Any] = {
     "cutoff": 5.0,

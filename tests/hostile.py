@@ -20,7 +20,7 @@ import ase.io
 import yaml
 
 from lasp2_hpc.cli.main import main
-from lasp2_hpc.examples.gold import slab_100
+from lasp2_hpc.structures.gold import slab_100
 from tests.campaigns import tiny_settings, write_tiny_campaign
 
 EXIT_BAD_INPUT = 2

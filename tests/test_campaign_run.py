@@ -270,3 +270,34 @@ def test_a_trigger_near_a_structure_not_yet_learnt_is_a_duplicate(tmp_path: Path
     assert ingestion._near_duplicate(state, "slab", "near.extxyz") == "c1"
     state.committees.append(CommitteeRecord(1, "ready", 2))
     assert ingestion._near_duplicate(state, "slab", "near.extxyz") is None
+
+
+def test_an_oracle_of_another_energy_convention_is_refused_when_the_campaign_resumes(
+    tmp_path: Path,
+) -> None:
+    """Labels of EMT in the database, then campaign.yaml switched to CP2K (free energies): the
+    head refuses to start, naming the key, before it submits anything."""
+    import signal
+
+    from lasp2_hpc.campaign.head import Interrupted
+
+    directory = write_tiny_campaign(tmp_path / "c", site="site.yaml")
+    with_thread_site(directory)
+
+    def stop_after_a_label(state, message: str) -> None:
+        if state.labels():
+            os.kill(os.getpid(), signal.SIGTERM)  # as an operator would
+
+    with pytest.raises(Interrupted):
+        Runner(open_campaign(directory), stop_after_a_label).run()
+    before = read_ledger_file(directory / "ledger.json")
+    assert before.labels() and not before.finished
+    assert before.energy_convention is not None
+    settings = yaml.safe_load((directory / "campaign.yaml").read_text())
+    settings["oracle"] = {"engine": "cp2k", "parameters": {}}
+    (directory / "campaign.yaml").write_text(yaml.safe_dump(settings))
+    with pytest.raises(ValueError, match=r"key 'oracle'.*but the campaign's database holds"):
+        Runner(open_campaign(directory)).run()
+    after = read_ledger_file(directory / "ledger.json")
+    assert sorted(after.tasks) == sorted(before.tasks), "a task was submitted"
+    assert len(after.database) == len(before.database)

@@ -7,10 +7,10 @@ a structure type absent from training, the (110) surface, than on the types it w
 import numpy as np
 import pytest
 
-from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import train_member
+from lasp2_hpc.structures.gold import gold_dataset
 
 PRESENT = ("fcc", "bcc", "100", "111")
 

@@ -12,8 +12,8 @@ import pytest
 from ase import Atoms
 
 from lasp2_hpc.database.store import HASH_KEY, StructureDatabase, structure_hash
-from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.input_data import read_input_data
+from lasp2_hpc.structures.gold import gold_dataset
 
 # fcc100 slabs carry ``adsorbate_info``, which extxyz cannot store and warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:Skipping unhashable information:UserWarning")

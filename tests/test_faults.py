@@ -408,7 +408,7 @@ def test_database_append_on_a_full_disk_leaves_whole_frames(tmp_path: Path) -> N
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from lasp2_hpc.database.store import StructureDatabase
-    from lasp2_hpc.examples.gold import gold_dataset
+    from lasp2_hpc.structures.gold import gold_dataset
 
     frames = gold_dataset({"fcc": 200}, seed=1)
     for atoms in frames:

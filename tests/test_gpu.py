@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.descriptors import SymmetryFunctionCalculator
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup, TrainingSettings
+from lasp2_hpc.structures.gold import gold_dataset
 
 from .helpers import random_structure, two_element_settings
 

@@ -42,11 +42,11 @@ from lasp2_hpc.engines.lammps import (
     LammpsSetupError,
 )
 from lasp2_hpc.engines.n2p2 import N2p2Trainer, parse_learning_curve
-from lasp2_hpc.examples.gold import FCC_LATTICE_CONSTANT, gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee, CommitteePrediction
 from lasp2_hpc.hdnnp.input_data import read_input_data, write_input_data
 from lasp2_hpc.hdnnp.model import ModelUnits
 from lasp2_hpc.jobs.launch import LaunchProfile
+from lasp2_hpc.structures.gold import FCC_LATTICE_CONSTANT, gold_dataset
 from tests.n2p2_build import (  # the fixtures n2p2_build and n2p2_examples
     N2p2Build,
     mpi_environment,

@@ -24,13 +24,13 @@ from lasp2_hpc.engines.n2p2 import (
     choose_epoch,
     parse_learning_curve,
 )
-from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.input_nn import read_input_nn
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.jobs.environment import DEADLINE_VARIABLE
 from lasp2_hpc.jobs.launch import EngineSetupError, LaunchProfile
 from lasp2_hpc.schema import from_mapping
+from lasp2_hpc.structures.gold import gold_dataset
 
 DATA = Path(__file__).parent / "data" / "n2p2-train"
 SMALL = {

@@ -111,7 +111,7 @@ def test_the_cp2k_experiment_writes_a_valid_campaign(tmp_path: Path) -> None:
     strictly; its start database is given here (labelling it is the hour of CP2K)."""
     import importlib.util
 
-    from lasp2_hpc.examples.gold import gold_dataset
+    from lasp2_hpc.structures.gold import gold_dataset
 
     path = Path(__file__).parent.parent / "scripts" / "cp2k_experiment_1.py"
     spec = importlib.util.spec_from_file_location("cp2k_experiment_1", path)

@@ -12,7 +12,6 @@ import pytest
 
 from lasp2_hpc.apps.kinds import run_task
 from lasp2_hpc.database.store import HASH_KEY, structure_hash
-from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
 from lasp2_hpc.hdnnp.training import train_member
 from lasp2_hpc.ledger.events import (
@@ -28,6 +27,7 @@ from lasp2_hpc.ledger.state import PROPERTY_SOURCE, CampaignState, DatabaseEntry
 from lasp2_hpc.ledger.task_specs import EvaluateSpec
 from lasp2_hpc.properties.probes import PropertySettings, learning_structures
 from lasp2_hpc.schema import from_mapping
+from lasp2_hpc.structures.gold import gold_dataset
 
 from .campaigns import TINY_HDNNP
 

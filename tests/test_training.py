@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from lasp2_hpc.cli.main import main
-from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.input_data import write_input_data
 from lasp2_hpc.hdnnp.input_nn import read_input_nn
 from lasp2_hpc.hdnnp.model import HdnnpModel
 from lasp2_hpc.hdnnp.potential_settings import AngularSet, HdnnpSetup, RadialGrid, TrainingSettings
 from lasp2_hpc.schema import SettingsError
+from lasp2_hpc.structures.gold import gold_dataset
 
 
 def small_setup(epochs: int = 4, lbfgs: int = 0) -> HdnnpSetup:

@@ -26,7 +26,6 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from lasp2_hpc.campaign.loop import Runner
 from lasp2_hpc.campaign.opening import open_campaign
-from lasp2_hpc.examples.gold import gold_dataset
 from lasp2_hpc.hdnnp.committee import Committee
 from lasp2_hpc.hdnnp.model import HdnnpModel
 from lasp2_hpc.hdnnp.potential_settings import HdnnpSetup
@@ -37,6 +36,7 @@ from lasp2_hpc.ledger.planning import Policy, TrainingPolicy, WalkerPolicy, plan
 from lasp2_hpc.ledger.state import CampaignState, CandidateRecord, DatabaseEntry, WalkerRecord
 from lasp2_hpc.ledger.store import read_ledger_file
 from lasp2_hpc.schema import from_mapping
+from lasp2_hpc.structures.gold import gold_dataset
 
 from .campaigns import TINY_HDNNP, write_tiny_campaign
 

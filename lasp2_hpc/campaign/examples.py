@@ -20,7 +20,7 @@ from lasp2_hpc.atomic import atomic_write_text
 from lasp2_hpc.campaign.catalogue import EXAMPLE_NAMES
 from lasp2_hpc.campaign.settings import CAMPAIGN_FILE
 from lasp2_hpc.engines.base import thermalize
-from lasp2_hpc.examples.gold import fcc_bulk, slab_100
+from lasp2_hpc.structures.gold import fcc_bulk, slab_100
 
 AU_SURFACE_YAML = """\
 # Au: a committee trained on bulk fcc only meets a (100) surface.
@@ -178,7 +178,7 @@ properties:
 def complete_database(seed: int = 11) -> list[Atoms]:
     """The original's complete database: 20 fcc, 25 bcc, 30 (100)-slab and 30 (111)-slab
     structures, MD snapshots at 300, 600 and 900 K driven and labelled by EMT."""
-    from lasp2_hpc.examples.gold import BUILDERS
+    from lasp2_hpc.structures.gold import BUILDERS
 
     structures: list[Atoms] = []
     for index, (kind, count) in enumerate(COMPLETE_DATABASE_COUNTS.items()):
@@ -213,7 +213,7 @@ def _write_experiment(
     trigger: float = 0.25,
     exploration: Exploration = Exploration(),
 ) -> None:
-    from lasp2_hpc.examples.gold import BUILDERS
+    from lasp2_hpc.structures.gold import BUILDERS
 
     everything = complete_database()
     initial = [s for s in everything if s.info["kind"] in kinds]

@@ -73,7 +73,7 @@ def start_structure(campaign: Campaign, walker: WalkerSettings) -> Atoms:
     from ase.md.velocitydistribution import Stationary
 
     if walker.builder is not None:
-        from lasp2_hpc.examples.gold import BUILDERS
+        from lasp2_hpc.structures.gold import BUILDERS
 
         atoms = BUILDERS[walker.builder.partition(":")[2]]()
     else:

@@ -301,7 +301,7 @@ def load_campaign_settings(directory: str | Path) -> CampaignSettings:
 
 def _check_references(settings: CampaignSettings, path: Path) -> None:
     """Files and engine names: caught here so that nothing fails an hour into a run."""
-    from lasp2_hpc.examples.gold import BUILDERS
+    from lasp2_hpc.structures.gold import BUILDERS
 
     directory = path.parent
     database = directory / settings.initial_database
