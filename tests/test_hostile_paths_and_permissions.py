@@ -204,6 +204,21 @@ def test_a_site_config_outside_the_campaign(campaign: Path, tmp_path: Path) -> N
     assert_refused(lasp2("validate", str(campaign)), [str(shared), "any user"])
     shared.chmod(0o1777)
     assert lasp2("validate", str(campaign)).code == 0
+    # every folder its path names counts (`upper` here: whoever can write it can rename
+    # `shared` away); the folder that holds the campaign too is not checked (docs/security.md)
+    shared.chmod(0o755)
+    upper = tmp_path / "upper"
+    (upper / "shared").mkdir(parents=True)
+    (upper / "shared" / "cluster.yaml").write_text(site.read_text())
+    edit_campaign(campaign, lambda d: d.update(site="../upper/shared/cluster.yaml"))
+    upper.chmod(0o775)
+    assert_refused(lasp2("validate", str(campaign)), [str(upper), "your group"])
+    upper.chmod(0o755)
+    tmp_path.chmod(0o777)
+    try:
+        assert lasp2("validate", str(campaign)).code == 0
+    finally:
+        tmp_path.chmod(0o700)
 
 
 @needs_root

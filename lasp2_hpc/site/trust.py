@@ -106,7 +106,11 @@ def check_private(path: Path, sticky_allowed: bool = False) -> None:
 
 def check_trusted_file(path: Path, root: Path | None = None) -> None:
     """A file the head reads, and every folder between it and ``root`` (the campaign, itself
-    checked), or its own folder when it lies outside ``root``."""
+    checked); when it lies outside ``root``, every folder its path names from the campaign: up
+    to the first folder that also holds the campaign (``../shared/site.yaml``: ``shared``;
+    ``/data/x.extxyz``: ``/data``), or its own folder without a ``root``. A sticky folder such as
+    /tmp is fine: there only the owner of an entry can rename it. The folders above the
+    campaign are not checked (docs/security.md says why)."""
     path = Path(path)
     resolved = path.resolve()
     check_private(resolved)
@@ -116,4 +120,10 @@ def check_trusted_file(path: Path, root: Path | None = None) -> None:
                 break
             check_private(folder)
         return
-    check_private(resolved.parent, sticky_allowed=True)
+    if root is None:
+        check_private(resolved.parent, sticky_allowed=True)
+        return
+    for folder in resolved.parents:
+        if root.is_relative_to(folder) and folder != resolved.parent:
+            break  # above the campaign too
+        check_private(folder, sticky_allowed=True)
