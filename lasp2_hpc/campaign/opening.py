@@ -11,7 +11,7 @@ from lasp2_hpc.campaign.layout import CampaignLayout
 from lasp2_hpc.campaign.settings import CAMPAIGN_FILE, CampaignSettings, load_campaign_settings
 from lasp2_hpc.site.config import (
     SiteConfig,
-    builtin_site_configs,
+    check_trusted_site_config,
     find_site_config,
     load_site_config,
 )
@@ -71,9 +71,7 @@ def open_campaign(directory: str | Path) -> Campaign:
     layout = CampaignLayout(campaign_root(directory))
     settings = load_campaign_settings(layout.root)
     site_path = find_site_config(settings.site, layout.root)
-    # a site config shipped with lasp2 is lasp2's own code: trusted as the installation is
-    builtin = builtin_site_configs()
-    check_trusted_file(site_path, builtin if site_path.is_relative_to(builtin) else layout.root)
+    check_trusted_site_config(site_path, layout.root)
     for name in HEAD_FILES:
         check_private(layout.root / name)
     for named in named_files(settings):

@@ -93,13 +93,13 @@ class SegmentJudge:
             and spread is not None
             and (spread > self.stress_trigger)
         )
-        extrapolation_over = extrapolating > 0 and self.spec.extrapolation == "label"
-        if gamma > self.spec.trigger or stress_over or extrapolation_over:
-            reason = (
-                "gamma" if gamma > self.spec.trigger
-                else "stress" if stress_over
-                else "extrapolation"
-            )  # fmt: skip
+        reason = (
+            "gamma" if gamma > self.spec.trigger
+            else "stress" if stress_over
+            else "extrapolation" if extrapolating and self.spec.extrapolation == "label"
+            else None
+        )  # fmt: skip
+        if reason is not None:
             return self._result("triggered", frame, step, gamma, reason)
         self.accepted, self.accepted_step = frame, step
         self.frames.append(frame)

@@ -11,21 +11,18 @@ from lasp2_hpc.ledger.task_specs import LabelSpec, MdSegmentSpec, TrainMemberSpe
 from lasp2_hpc.site.config import (
     ExecutorSettings,
     SiteConfig,
-    builtin_site_configs,
+    check_trusted_site_config,
     load_site_config,
     parsl_config,
 )
 from lasp2_hpc.site.providers import scheduler_provider
-from lasp2_hpc.site.trust import check_trusted_file
 
 
 def load_trusted_site(path: Path) -> SiteConfig:
     """A site config to check: `site check` runs its executors' worker_init to look the engines
     up, so it must be a file no other user can change (docs/security.md)."""
     if path.is_file():
-        builtin = builtin_site_configs()  # shipped with lasp2: trusted as the installation is
-        inside = path.resolve().is_relative_to(builtin)
-        check_trusted_file(path, builtin if inside else None)
+        check_trusted_site_config(path)
     return load_site_config(path)
 
 

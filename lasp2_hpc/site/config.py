@@ -37,7 +37,7 @@ from lasp2_hpc.site.providers import (
     login_node_address,
     scheduler_provider,
 )
-from lasp2_hpc.site.trust import check_safe_path
+from lasp2_hpc.site.trust import check_safe_path, check_trusted_file
 
 # Values written into #SBATCH / #PBS lines are read by the scheduler, not by a shell: quoting would
 # not protect them, so they must be plain tokens (a newline would start a command of the script).
@@ -287,6 +287,15 @@ def builtin_site_configs() -> Path:
         if candidate.is_dir():
             return candidate
     return here.parents[2] / "site_configs"
+
+
+def check_trusted_site_config(path: Path, campaign_dir: Path | None = None) -> None:
+    """A site config the head or `site check` reads, checked as docs/security.md says: one
+    shipped with lasp2 is lasp2's own code, trusted as the installation is; any other, with
+    the folders between it and the campaign (or its own folder, without a campaign)."""
+    builtin = builtin_site_configs()
+    inside = Path(path).resolve().is_relative_to(builtin)
+    check_trusted_file(path, builtin if inside else campaign_dir)
 
 
 def find_site_config(name_or_path: str, campaign_dir: Path) -> Path:
