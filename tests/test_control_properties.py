@@ -51,6 +51,21 @@ def test_probes_reproduce_the_measured_emt_values() -> None:
     assert values["lattice_fcc"] == pytest.approx(4.0562, abs=2e-3)
 
 
+def test_cubic_bulk_cells_give_the_values_of_primitive_ones() -> None:
+    """``bulk_cell: cubic`` (4 atoms fcc, 2 bcc: for an oracle at Γ only) changes the cell, not
+    the physics: with EMT the same lattice constants, modulus and surface energy."""
+    values = {}
+    for cell in ("primitive", "cubic"):
+        probes = [PropertySettings(**p, bulk_cell=cell) for p in PROBES[:3]]
+        models = CalculatorModels(EMT)
+        lattice = reference_lattice_constants(models, probes)
+        measured = evaluate_properties(models, probes, lattice)
+        values[cell] = {**lattice, **{k: v["mean"] for k, v in measured.items()}}
+    assert values["cubic"]["Au-fcc"] == pytest.approx(4.0562, abs=2e-3)
+    for key, primitive in values["primitive"].items():
+        assert values["cubic"][key] == pytest.approx(primitive, rel=1e-6), key
+
+
 def test_property_settings_errors_name_the_key(tmp_path: Path) -> None:
     directory = write_tiny_campaign(
         tmp_path / "c", properties=[{"name": "s", "kind": "surface_energy"}]

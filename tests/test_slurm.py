@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ def test_scancelled_block_is_replaced_and_its_task_retried(slurm, tmp_path: Path
         committee={"size": 2, "hdnnp": hdnnp},
         labelling={"max_labels": 1},
     )
-    site = slurm_site(heartbeat_period=1, heartbeat_threshold=4, max_blocks=1)
+    # heartbeats far apart: the loss must be seen through the scheduler's word on the job
+    site = slurm_site(heartbeat_period=10, heartbeat_threshold=HEARTBEAT_THRESHOLD, max_blocks=1)
     (directory / "site.yaml").write_text(yaml.safe_dump(site))
     head = lasp2("run", str(directory), "-q")
     try:
@@ -83,7 +85,7 @@ def test_scancelled_block_is_replaced_and_its_task_retried(slurm, tmp_path: Path
             if running and in_flight:
                 time.sleep(3)  # let the workers pick the training tasks up
                 subprocess.run(["scancel", running[0]], check=True)
-                cancelled = running[0]
+                cancelled, cancelled_at = running[0], datetime.datetime.now()
             time.sleep(0.5)
         assert cancelled, "no running block to cancel"
         _, error = head.communicate(timeout=600)
@@ -98,6 +100,21 @@ def test_scancelled_block_is_replaced_and_its_task_retried(slurm, tmp_path: Path
     # the lost block is not the tasks' own failure: none of their attempts was spent on it
     assert all(t.failures == 0 and t.status == "done" for t in retried)
     assert all("Manager" in (t.error or "") or "lost" in (t.error or "") for t in retried)
+    lost_at = _first_loss(directory)
+    assert lost_at is not None, "no task loss in the head's log"
+    seen_after = (lost_at - cancelled_at).total_seconds()
+    assert seen_after < HEARTBEAT_THRESHOLD / 2, f"the loss was seen {seen_after:.0f} s after"
+
+
+HEARTBEAT_THRESHOLD = 120
+
+
+def _first_loss(directory: Path) -> datetime.datetime | None:
+    """When the head's log first says a task was lost with its block."""
+    for line in (directory / "logs" / "lasp2.log").read_text().splitlines():
+        if " lost (" in line:
+            return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return None
 
 
 def test_blocks_share_the_node_when_not_exclusive(slurm, tmp_path: Path) -> None:

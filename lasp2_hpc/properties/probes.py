@@ -38,6 +38,10 @@ class PropertySettings:
     kind: Literal["surface_energy", "bulk_modulus", "lattice_constant"]
     element: str = "Au"
     phase: Literal["fcc", "bcc"] = "fcc"  # the bulk phase (a surface's bulk reference)
+    # the bulk cell of the equation of state and of a surface's bulk energy: the primitive cell
+    # (one atom), or the conventional cubic cell (4 atoms fcc, 2 bcc), for a reference method
+    # whose k-point sampling is too coarse for one atom (a DFT oracle at Γ only)
+    bulk_cell: Literal["primitive", "cubic"] = "primitive"
     facet: Literal["100", "111", "110"] | None = None  # surface_energy only, fcc
     layers: int = 8
     vacuum: float = 10.0  # Å on each side
@@ -158,8 +162,9 @@ class CalculatorModels:
         return self.make_calculator()
 
 
-def _primitive(element: str, phase: str, lattice_constant: float) -> Atoms:
-    return bulk(element, phase, a=lattice_constant)
+def _bulk(settings: PropertySettings, phase: str, lattice_constant: float) -> Atoms:
+    cubic = settings.bulk_cell == "cubic"
+    return bulk(settings.element, phase, a=lattice_constant, cubic=cubic)
 
 
 def default_lattice_guess(element: str, phase: str) -> float:
@@ -185,14 +190,14 @@ def equation_of_state(
 ) -> EquationOfStateFit:
     """Each model's E(V) over lattice constants around ``around``, fitted by ``settings.eos``."""
     scales = np.linspace(1 - settings.strain, 1 + settings.strain, settings.points)
-    structures = [_primitive(settings.element, settings.phase, around * s) for s in scales]
+    structures = [_bulk(settings, settings.phase, around * s) for s in scales]
     volumes = np.array([s.get_volume() for s in structures])
     energies = np.array([models.energies(s) for s in structures])  # (points, models)
-    per_cubic_cell = ATOMS_PER_CUBIC_CELL[settings.phase]
+    cells_per_cubic_cell = ATOMS_PER_CUBIC_CELL[settings.phase] / len(structures[0])
     lattice, moduli = [], []
     for model in range(models.count):
         volume, modulus = _fit_minimum(volumes, energies[:, model], settings.eos)
-        lattice.append((volume * per_cubic_cell) ** (1 / 3) if volume > 0 else np.nan)
+        lattice.append((volume * cells_per_cubic_cell) ** (1 / 3) if volume > 0 else np.nan)
         moduli.append(modulus * GPA_PER_EV_PER_A3)
     return EquationOfStateFit(np.array(lattice), np.array(moduli))
 
@@ -233,7 +238,8 @@ def surface_energy(
         vacuum=settings.vacuum,
         periodic=True,
     )
-    bulk_energy = models.energies(_primitive(settings.element, "fcc", lattice_constant))
+    bulk_cell = _bulk(settings, "fcc", lattice_constant)
+    bulk_energy = models.energies(bulk_cell) / len(bulk_cell)  # per atom
     if settings.relax:
         slab_energies = []
         for model in range(models.count):

@@ -30,6 +30,7 @@ from lasp2_hpc.schema import (
     from_mapping,
 )
 from lasp2_hpc.settings_file import load_yaml_mapping
+from lasp2_hpc.site.lost_blocks import lost_block_handler
 from lasp2_hpc.site.providers import (
     head_watchdog,
     interface_address,
@@ -343,7 +344,7 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
             worker_init = "\n".join(
                 filter(None, [head_watchdog(os.getpid()), settings.worker_init])
             )
-            provider = local_provider(worker_init)
+            provider = local_provider(worker_init, pools=settings.max_blocks)
             address = settings.address or "127.0.0.1"
             drain_period = None
         else:
@@ -362,6 +363,7 @@ def parsl_config(site: SiteConfig, run_dir: Path) -> Any:
                 heartbeat_threshold=settings.heartbeat_threshold,
                 poll_period=10,
                 drain_period=drain_period,  # a block takes no task it has no time left for
+                block_error_handler=lost_block_handler,
                 interchange_launch_cmd=[
                     sys.executable,
                     "-m",

@@ -1,18 +1,47 @@
-"""Start Parsl's interchange so that it dies with the head process that started it.
+"""Parsl's interchange, started so that it dies with the head process that started it, and so
+that it drops at once the workers of a block that ended.
 
 Parsl's interchange has no watch on its parent: when the head is killed (SIGKILL, out of memory,
 a login node's process reaper) it lives on and keeps the local workers alive. On Linux the kernel
-can deliver a signal when the parent dies (prctl PR_SET_PDEATHSIG); it survives the exec below.
+can deliver a signal when the parent dies (prctl PR_SET_PDEATHSIG).
+
+A manager (a node's worker pool) the head has put on hold is one whose block ended
+(``lost_blocks.py``): it is expired at the interchange's next turn, as if its heartbeats had
+stopped, so that its tasks come back as ``ManagerLost`` in milliseconds rather than after the
+heartbeat threshold. Parsl holds managers otherwise only to scale in their block, which is about
+to be cancelled as well.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import pickle
 import signal
 import sys
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
+
+
+def interchange_class() -> type | None:
+    """Parsl's Interchange, expiring held managers; None if this Parsl's differs from ours."""
+    try:
+        from parsl.executors.high_throughput import interchange
+    except ImportError:
+        return None
+    base = getattr(interchange, "Interchange", None)
+    if base is None or not hasattr(base, "expire_bad_managers"):
+        return None
+
+    class DroppingInterchange(base):  # type: ignore[misc, valid-type]
+        def expire_bad_managers(self, *arguments: Any, **keywords: Any) -> None:
+            for manager in getattr(self, "_ready_managers", {}).values():
+                if manager.get("active") is False and "last_heartbeat" in manager:
+                    manager["last_heartbeat"] = 0.0
+            super().expire_bad_managers(*arguments, **keywords)
+
+    return DroppingInterchange
 
 
 def main() -> None:
@@ -22,7 +51,13 @@ def main() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if parent is not None and os.getppid() != parent:
             sys.exit(1)  # the head died before the signal was armed
-    os.execvp("interchange.py", ["interchange.py"])
+    interchange = interchange_class()
+    if interchange is None:
+        os.execvp("interchange.py", ["interchange.py"])
+    from parsl.utils import setproctitle
+
+    setproctitle("parsl: HTEX interchange")
+    interchange(**pickle.load(sys.stdin.buffer)).start()
 
 
 if __name__ == "__main__":

@@ -130,10 +130,12 @@ def head_watchdog(head_pid: int, period_s: int = 2) -> str:
 LOCAL_STATUS_SECONDS = 0.5
 
 
-def local_provider(worker_init: str) -> Any:
-    """Parsl's LocalProvider, with its one block looked at every LOCAL_STATUS_SECONDS: a killed
-    pool is seen, its tasks handed back and a new pool started seconds sooner (Parsl asks the
-    provider every 5 s; asking whether a process of this machine lives costs nothing)."""
+def local_provider(worker_init: str, pools: int = 1) -> Any:
+    """Parsl's LocalProvider: ``pools`` worker pools on this machine, always running, looked at
+    every LOCAL_STATUS_SECONDS: a killed pool is seen, its tasks handed back and a new pool
+    started seconds sooner (Parsl asks the provider every 5 s; asking whether a process of this
+    machine lives costs nothing). With two pools or more a killed one stops only its own
+    workers, the others go on while it is replaced."""
     from parsl.providers import LocalProvider
 
     class QuicklyPolledLocalProvider(LocalProvider):
@@ -143,5 +145,5 @@ def local_provider(worker_init: str) -> Any:
             return LOCAL_STATUS_SECONDS
 
     return QuicklyPolledLocalProvider(
-        init_blocks=1, min_blocks=1, max_blocks=1, worker_init=worker_init
+        init_blocks=pools, min_blocks=pools, max_blocks=pools, worker_init=worker_init
     )

@@ -1,0 +1,126 @@
+"""A block that ends loses its tasks at once, and the executor carries on (site/lost_blocks.py and
+the interchange of site/interchange_guard.py): a real HighThroughputExecutor with local pools."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lasp2_hpc.schema import from_mapping
+from lasp2_hpc.site.config import SiteConfig, parsl_config
+
+from .crash_checks import kill_pool
+from .slurm_cluster import REPOSITORY
+
+# far longer than the test: a loss seen within it was not seen by the missing heartbeats
+HEARTBEAT_THRESHOLD = 120
+
+
+def _site(pools: int, worker_init: str = "") -> SiteConfig:
+    executor = {
+        "label": "pools",
+        "kind": "htex",
+        "provider": "local",
+        "max_workers_per_node": 1,
+        "max_blocks": pools,
+        "encrypted": False,
+        "heartbeat_period": 30,
+        "heartbeat_threshold": HEARTBEAT_THRESHOLD,
+        # the workers import this module's task
+        "worker_init": f"export PYTHONPATH={REPOSITORY}\n{worker_init}",
+    }
+    return from_mapping(SiteConfig, {"name": "pools", "executors": [executor]})
+
+
+@pytest.fixture
+def parsl_with(tmp_path: Path) -> Iterator[Any]:
+    import parsl
+
+    loaded: list[Any] = []
+
+    def load(site: SiteConfig) -> Any:
+        loaded.append(parsl.load(parsl_config(site, tmp_path / "parsl")))
+        return parsl.python_app(executors=["pools"])(_sleep_in_pool)
+
+    yield load
+    for dfk in loaded:
+        dfk.cleanup()
+    parsl.clear()
+
+
+def _sleep_in_pool(seconds: float, started: str) -> int:
+    """Says which pool runs it (its worker's parent) in ``started``, then sleeps."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(started).write_text(str(os.getppid()))
+    time.sleep(seconds)
+    return os.getppid()
+
+
+def _started_pool(marker: Path, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker.exists() and marker.read_text():
+            return int(marker.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"no task started within {timeout} s")
+
+
+def _error_name(future: Future[Any], timeout: float) -> str:
+    error = future.exception(timeout=timeout)
+    assert error is not None, "the task finished"
+    return type(error).__name__
+
+
+def test_a_killed_pool_loses_its_task_at_once_and_the_other_pool_goes_on(
+    parsl_with: Any, tmp_path: Path
+) -> None:
+    app = parsl_with(_site(pools=2))
+    markers = [tmp_path / "first", tmp_path / "second"]
+    first = app(20.0, str(markers[0]))
+    victim = _started_pool(markers[0])
+    second = app(6.0, str(markers[1]))
+    survivor = _started_pool(markers[1])
+    assert survivor != victim, "both tasks ran in one pool: two pools of one worker were asked"
+
+    killed_at = time.monotonic()
+    kill_pool(victim)
+    assert _error_name(first, timeout=30) == "ManagerLost"
+    seen_after = time.monotonic() - killed_at
+    assert seen_after < 10, f"the lost task came back {seen_after:.1f} s after the kill"
+    assert not second.done(), "the other pool's task was lost with the killed pool"
+    assert second.result(timeout=60) == survivor
+    # the executor goes on: a new task runs, in a pool started in place of the killed one
+    again = app(0.1, str(tmp_path / "again"))
+    assert again.result(timeout=60) not in (victim, None)
+
+
+def test_a_killed_single_pool_is_replaced_without_failing_the_executor(
+    parsl_with: Any, tmp_path: Path
+) -> None:
+    app = parsl_with(_site(pools=1))
+    lost = app(20.0, str(tmp_path / "lost"))
+    victim = _started_pool(tmp_path / "lost")
+    kill_pool(victim)
+    assert _error_name(lost, timeout=30) == "ManagerLost"
+    replacement = app(0.1, str(tmp_path / "again")).result(timeout=60)
+    assert replacement != victim and os.path.exists(f"/proc/{replacement}")
+
+
+def test_pools_that_never_start_fail_the_executor_with_their_reason(
+    parsl_with: Any, tmp_path: Path
+) -> None:
+    app = parsl_with(_site(pools=1, worker_init="echo 'module cuda/99 not found' >&2; exit 3"))
+    future = app(0.1, str(tmp_path / "never"))
+    error = future.exception(timeout=90)
+    assert error is not None
+    assert "failed before any worker connected" in str(error), error
+    assert type(error).__name__ in ("BadStateException", "TooManyJobFailuresError")
