@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lasp2_hpc.campaign.ingestion import BACKOFF_MAX_S, resubmission_delay
+from lasp2_hpc.campaign.ingestion import BACKOFF_MAX_S, resubmission_delay, resubmission_time
 from lasp2_hpc.database.store import complete_frames_length
 from lasp2_hpc.ledger.events import CampaignStarted, WalkerAdded
 from lasp2_hpc.ledger.state import WalkerRecord
@@ -170,12 +170,17 @@ def campaign_state_has_labels(directory: Path) -> bool:
 
 def test_a_lost_task_runs_again_at_once_then_waits_longer_each_time() -> None:
     """A node failure or a preemption is a one-off: its tasks go to the new block at once. A
-    task lost again and again (a node that kills whatever it runs) waits 1, 2, 4 … s, at most
-    BACKOFF_MAX_S, so that a broken site is not hammered."""
+    task lost again and again (a node that kills whatever it runs) is submitted 1, 2, 4 … s
+    after its last submission, at most BACKOFF_MAX_S, so that a broken site is not hammered."""
     delays = [resubmission_delay(losses) for losses in range(12)]
     assert delays[:5] == [0.0, 1.0, 2.0, 4.0, 8.0]
     assert delays == sorted(delays)
     assert max(delays) == BACKOFF_MAX_S == delays[-1]
+    # the delay spaces submissions: lost 0.5 s after its fourth submission, a task waits 3.5 s
+    # more; lost after running 10 s (a pool killed under it and others), it goes again at once
+    assert resubmission_time(3, submitted=100.0, now=100.5) == 104.0
+    assert resubmission_time(3, submitted=100.0, now=110.0) == 110.0
+    assert resubmission_time(0, submitted=100.0, now=100.5) == 100.5
 
 
 def kill_campaign(**overrides: Any) -> dict[str, Any]:

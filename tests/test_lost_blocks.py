@@ -113,6 +113,26 @@ def test_a_killed_single_pool_is_replaced_without_failing_the_executor(
     assert _error_name(lost, timeout=30) == "ManagerLost"
     replacement = app(0.1, str(tmp_path / "again")).result(timeout=60)
     assert replacement != victim and os.path.exists(f"/proc/{replacement}")
+    # nothing of the killed pool's block stays behind (its shell, its head watch)
+    deadline = time.monotonic() + 10
+    while _block_processes(tmp_path, "block-0.") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _block_processes(tmp_path, "block-0.") == []
+    assert _block_processes(tmp_path, "block-1."), "the replacement block is not running"
+
+
+def _block_processes(run_dir: Path, block: str) -> list[int]:
+    """Processes running a block script of ``run_dir`` whose name holds ``block``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(run_dir) in command and block in command and "submit_scripts" in command:
+                found.append(int(entry.name))
+    return found
 
 
 def test_pools_that_never_start_fail_the_executor_with_their_reason(
@@ -124,3 +144,48 @@ def test_pools_that_never_start_fail_the_executor_with_their_reason(
     assert error is not None
     assert "failed before any worker connected" in str(error), error
     assert type(error).__name__ in ("BadStateException", "TooManyJobFailuresError")
+
+
+class _Executor:
+    """The part of a HighThroughputExecutor the handler uses, for the rule's corner cases that
+    need a scheduler refusing submissions (a QOS limit) beside running blocks."""
+
+    def __init__(self, connected: list[str]) -> None:
+        self.connected = connected
+        self.held: list[str] = []
+        self.failed_with: Exception | None = None
+
+    def _hold_block(self, block_id: str) -> None:
+        self.held.append(block_id)
+
+    def connected_blocks(self) -> list[str]:
+        return self.connected
+
+    @property
+    def bad_state_is_set(self) -> bool:
+        return self.failed_with is not None
+
+    def set_bad_state_and_fail_all(self, error: Exception) -> None:
+        assert self.failed_with is None, "the executor was failed twice"
+        self.failed_with = error
+
+
+def test_refused_submissions_beside_a_running_block_do_not_fail_the_executor() -> None:
+    from parsl.jobs.states import JobState, JobStatus
+
+    from lasp2_hpc.site.lost_blocks import lost_block_handler
+
+    running, failed = JobStatus(JobState.RUNNING), JobStatus(JobState.FAILED, "sbatch refused")
+    executor = _Executor(connected=["0", "1"])
+    # block 1 lost; 2, 3, 4 refused by the scheduler while block 0 runs
+    status = {"0": running, "1": failed, "2": failed, "3": failed, "4": failed}
+    lost_block_handler(executor, status)
+    assert executor.failed_with is None
+    assert sorted(executor.held) == ["1", "2", "3", "4"]
+    # block 0 ends too: nothing alive, the newest three never connected: a broken site
+    status["0"] = JobStatus(JobState.FAILED)
+    lost_block_handler(executor, status)
+    assert "blocks 2, 3, 4 failed before any worker connected" in str(executor.failed_with)
+    assert "sbatch refused" in str(executor.failed_with)
+    lost_block_handler(executor, status)  # said once, not at every poll
+    assert executor.held.count("1") == 1

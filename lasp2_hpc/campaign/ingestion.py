@@ -44,7 +44,8 @@ from lasp2_hpc.site.faults import disk_full_error, is_infrastructure_fault
 
 LOGGER = logging.getLogger(__name__)
 # A task's first loss (a node failed, a job was preempted: rare, and a new block takes its own time
-# to come) is resubmitted at once; each further loss of the same task waits twice as long
+# to come) is resubmitted at once; after each further loss of the same task its submissions are
+# spaced twice as far apart
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 120.0
 
@@ -55,6 +56,14 @@ def resubmission_delay(losses_before: int) -> float:
     if losses_before <= 0:
         return 0.0
     return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (losses_before - 1))
+
+
+def resubmission_time(losses_before: int, submitted: float, now: float) -> float:
+    """When a task lost at ``now``, submitted at ``submitted``, is submitted again: the back-off
+    is the least time between two submissions of one task, so that a site that loses whatever
+    it runs is not hammered; a task lost after running longer than that (lost with its whole
+    pool, say) goes again at once."""
+    return max(now, submitted + resubmission_delay(losses_before))
 
 
 class InfrastructureUnhealthy(RuntimeError):
@@ -107,9 +116,10 @@ class Ingestion:
                     "is not finished: check the site (`lasp2 site check`, the scheduler, "
                     "parsl/*/parsl.log) and run it again"
                 )
-            delay = resubmission_delay(task.infrastructure_failures)
-            LOGGER.warning("task %s lost (%s); again in %.0f s", task_id, message, delay)
-            return TaskLost(now, task_id, message, now + delay, job_id)
+            submitted = task.updated if task.status == "submitted" else now
+            again = resubmission_time(task.infrastructure_failures, submitted, now)
+            LOGGER.warning("task %s lost (%s); again in %.0f s", task_id, message, again - now)
+            return TaskLost(now, task_id, message, again, job_id)
         if final is None:
             final = task.failures + 1 >= self.settings.max_attempts
         LOGGER.error("task %s failed (%s): %s", task_id, "final" if final else "retry", error)

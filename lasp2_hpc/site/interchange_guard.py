@@ -15,6 +15,7 @@ to be cancelled as well.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import pickle
 import signal
@@ -35,8 +36,19 @@ def interchange_class() -> type | None:
         return None
 
     class DroppingInterchange(base):  # type: ignore[misc, valid-type]
+        warned = False
+
         def expire_bad_managers(self, *arguments: Any, **keywords: Any) -> None:
-            for manager in getattr(self, "_ready_managers", {}).values():
+            managers = getattr(self, "_ready_managers", None)
+            if not isinstance(managers, dict):  # another Parsl: its heartbeats only
+                if not self.warned:
+                    self.warned = True
+                    logging.getLogger(__name__).warning(
+                        "this Parsl's interchange keeps no _ready_managers: the workers of an "
+                        "ended block are dropped only when their heartbeats stop"
+                    )
+                managers = {}
+            for manager in managers.values():
                 if manager.get("active") is False and "last_heartbeat" in manager:
                     manager["last_heartbeat"] = 0.0
             super().expire_bad_managers(*arguments, **keywords)
@@ -54,9 +66,12 @@ def main() -> None:
     interchange = interchange_class()
     if interchange is None:
         os.execvp("interchange.py", ["interchange.py"])
-    from parsl.utils import setproctitle
+    try:
+        from parsl.utils import setproctitle
 
-    setproctitle("parsl: HTEX interchange")
+        setproctitle("parsl: HTEX interchange")
+    except ImportError:
+        pass  # a name in `ps` only
     interchange(**pickle.load(sys.stdin.buffer)).start()
 
 

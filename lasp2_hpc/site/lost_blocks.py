@@ -8,7 +8,13 @@ its heartbeats stop (``heartbeat_threshold``, 30 s by default). Here, instead, t
 ended block are put on hold, which our interchange (``interchange_guard``) takes as "gone": their
 tasks come back as ``ManagerLost`` at the next status poll, and the strategy, which runs right
 after this handler, starts a new block. Only blocks that keep failing before a single worker
-connected (a broken ``worker_init``, a wrong account) still mark the executor failed.
+connected (a broken ``worker_init``, a wrong account), with no block of the executor alive, still
+mark the executor failed: submissions refused for a while (a QOS limit, a busy slurmctld) beside
+running blocks never stop their work.
+
+A block the scheduler wrongly calls ended (``squeue`` leaving a running job out) costs no paid
+work twice: its tasks run again, and their second run waits on the task's lock and returns the
+first one's stored result.
 """
 
 from __future__ import annotations
@@ -37,23 +43,29 @@ def lost_block_handler(executor: Any, status: dict[str, Any]) -> None:
             LOGGER.warning("could not drop the workers of ended block %s: %s", block_id, error)
         else:
             LOGGER.info("block %s ended (%s): its tasks run again", block_id, job_status.state.name)
+    if executor.bad_state_is_set:
+        return  # said once: failing its futures again would raise in Parsl's poller
     broken = _broken_blocks(executor, status)
     if broken:
         executor.set_bad_state_and_fail_all(_broken_error(broken, status))
 
 
 def _broken_blocks(executor: Any, status: dict[str, Any]) -> list[str]:
-    """The newest BROKEN_AFTER blocks, if all failed without any worker ever connecting."""
+    """The newest BROKEN_AFTER blocks, if all failed without any worker ever connecting while
+    no block of the executor is alive."""
     from parsl.jobs.states import JobState
 
     newest = sorted(status, key=_block_order)[-BROKEN_AFTER:]
     failed = (JobState.FAILED, JobState.MISSING)
     if len(newest) < BROKEN_AFTER or any(status[b].state not in failed for b in newest):
         return []
+    if any(not job.terminal for job in status.values()):
+        return []
     try:
         connected = {str(block) for block in executor.connected_blocks()}
-    except Exception:  # no interchange to ask: trust the scheduler's word
-        connected = set()
+    except Exception as error:  # no word from the interchange: no verdict either
+        LOGGER.warning("could not ask which blocks connected: %s", error)
+        return []
     return [] if connected & set(newest) else newest
 
 

@@ -119,9 +119,12 @@ def login_node_address() -> str:
 def head_watchdog(head_pid: int, period_s: int = 2) -> str:
     """A line for a local block: its processes (the pool, its workers) stop within seconds of
     the head's death, however it died (a SIGKILL leaves them no message to stop on)."""
+    # It watches its block's shell ($$) too: a pool killed under a living head ends its block,
+    # and the watch of that block would otherwise loop until the head's end, one per lost pool.
+    head = int(head_pid)
     return (
-        f"( while kill -0 {int(head_pid)} 2>/dev/null; do sleep {int(period_s)}; done; "
-        "kill -KILL 0 ) >/dev/null 2>&1 &"
+        f"( while kill -0 {head} 2>/dev/null && kill -0 $$ 2>/dev/null; do sleep {int(period_s)}; "
+        f"done; kill -0 {head} 2>/dev/null || kill -KILL 0 ) >/dev/null 2>&1 &"
     )
 
 
