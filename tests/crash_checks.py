@@ -270,15 +270,20 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def worker_pools(directory: Path) -> list[int]:
-    """The process_worker_pool processes of the campaign (their --logdir is in it)."""
+def processes_naming(directory: Path, *words: str) -> list[int]:
+    """Processes whose command line names ``directory`` and every one of ``words``."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
             text = cmdline.read_bytes().decode(errors="replace")
-            if "process_worker_pool" in text and str(directory) in text:
+            if str(directory) in text and all(word in text for word in words):
                 found.append(int(cmdline.parent.name))
     return found
+
+
+def worker_pools(directory: Path) -> list[int]:
+    """The process_worker_pool processes of the campaign (their --logdir is in it)."""
+    return processes_naming(directory, "process_worker_pool")
 
 
 def pool_workers(pool: int) -> list[int]:

@@ -15,7 +15,7 @@ import pytest
 from lasp2_hpc.schema import from_mapping
 from lasp2_hpc.site.config import SiteConfig, parsl_config
 
-from .crash_checks import kill_pool
+from .crash_checks import kill_pool, processes_naming
 from .slurm_cluster import REPOSITORY
 
 # far longer than the test: a loss seen within it was not seen by the missing heartbeats
@@ -114,25 +114,12 @@ def test_a_killed_single_pool_is_replaced_without_failing_the_executor(
     replacement = app(0.1, str(tmp_path / "again")).result(timeout=60)
     assert replacement != victim and os.path.exists(f"/proc/{replacement}")
     # nothing of the killed pool's block stays behind (its shell, its head watch)
+    scripts = tmp_path / "parsl"
     deadline = time.monotonic() + 10
-    while _block_processes(tmp_path, "block-0.") and time.monotonic() < deadline:
+    while processes_naming(scripts, "submit_scripts", "block-0.") and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _block_processes(tmp_path, "block-0.") == []
-    assert _block_processes(tmp_path, "block-1."), "the replacement block is not running"
-
-
-def _block_processes(run_dir: Path, block: str) -> list[int]:
-    """Processes running a block script of ``run_dir`` whose name holds ``block``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(run_dir) in command and block in command and "submit_scripts" in command:
-                found.append(int(entry.name))
-    return found
+    assert processes_naming(scripts, "submit_scripts", "block-0.") == []
+    assert processes_naming(scripts, "submit_scripts", "block-1."), "no replacement block runs"
 
 
 def test_pools_that_never_start_fail_the_executor_with_their_reason(
