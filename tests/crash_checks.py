@@ -26,7 +26,7 @@ from lasp2_hpc.site.processes import campaign_marker, marked_processes
 from .campaigns import oracle_calls, oracle_calls_counted
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-CRASH_VARIABLES = ("LASP2_CRASH_AT", "LASP2_CRASH_LOG")
+CRASH_VARIABLES = ("LASP2_CRASH_AT", "LASP2_CRASH_LOG", "LASP2_CRASH_ONLY")
 KILLED = 137  # the exit status of a crash point, as of a SIGKILL
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from lasp2_hpc.database.store import StructureDatabase
+
 from .campaigns import htex_site, write_instant_campaign
 from .crash_checks import (
     KILLED,
@@ -78,16 +80,23 @@ def crash_and_resume(
     expected: Outcome,
     site: dict[str, Any] | None = None,
     check: Callable[[Path], None] | None = None,
+    only: str = "",
+    check_resumed: Callable[[Path], None] | None = None,
     **settings: Any,
 ) -> CrashRun:
-    """A fresh campaign killed at ``point``, resumed by a plain `lasp2 run`, checked."""
+    """A fresh campaign killed at ``point`` (counting only the writes to paths ending in
+    ``only``, when given), resumed by a plain `lasp2 run`, checked (``check`` sees it crashed,
+    ``check_resumed`` finished)."""
     started = time.monotonic()
     name = "k" + point.replace(":", "-")
     directory = write_instant_campaign(base / name, base / f"{name}.count", site=site, **settings)
     audit = OracleAudit(base / f"{name}.count", directory)
     log = base / f"{name}.writes"
     audit.before_run()
-    crashed = run_lasp2("run", str(directory), "-q", LASP2_CRASH_AT=point, LASP2_CRASH_LOG=str(log))
+    injection = {"LASP2_CRASH_AT": point, "LASP2_CRASH_LOG": str(log)}
+    if only:
+        injection["LASP2_CRASH_ONLY"] = only
+    crashed = run_lasp2("run", str(directory), "-q", **injection)
     audit.after_run()
     writes = read_crash_log(log, directory) if log.exists() else []
     last = writes[-1].describe() if writes else "none"
@@ -105,6 +114,8 @@ def crash_and_resume(
     assert resumed.returncode == 0, f"{point} (after {last}): {resumed.stderr}"
     outcome = check_invariants(directory, expected)
     audit.check(outcome.labels)
+    if check_resumed is not None and reached:
+        check_resumed(directory)
     shutil.rmtree(directory)
     return CrashRun(point, reached, last, time.monotonic() - started)
 
@@ -183,6 +194,34 @@ def test_crash_at_every_durable_write_then_resume(tmp_path: Path) -> None:
     # a run may write less than the reference (run.json is timed) or a concurrent write may
     # take the number of a ":during": a few points are not reached
     assert len(reached) >= 0.9 * len(points)
+
+
+def test_a_label_appended_but_not_journaled_is_cut_then_added_again(
+    reference: Reference, tmp_path: Path
+) -> None:
+    """Killed right after a label's frame was appended, before its journal line: the resumed
+    head cuts the frame (other labels may come in first: the file must keep the ledger's
+    order) and the label's task, still in flight, adds it again from its stored result."""
+
+    def orphaned(directory: Path) -> None:
+        listed = [entry.hash for entry in campaign_state(directory).database]
+        in_file = StructureDatabase(directory / "database" / "database.extxyz").hashes()
+        assert in_file[:-1] == listed and len(in_file) == len(listed) + 1, "no frame left over"
+
+    def cut(directory: Path) -> None:
+        log = (directory / "logs" / "lasp2.log").read_text()
+        assert "1 frames a stopped head had not recorded were cut" in log
+
+    # the initial database is the first write to the file, the first label the second
+    run = crash_and_resume(
+        tmp_path,
+        "2",
+        reference.outcome,
+        check=orphaned,
+        only="database.extxyz",
+        check_resumed=cut,
+    )
+    assert run.reached, f"the first label was never appended: last write {run.last_write}"
 
 
 # -- a real worker pool ----------------------------------------------------------------------
@@ -282,29 +321,29 @@ def test_half_submitted_committee_is_completed_on_restart(tmp_path: Path) -> Non
     and `lasp2 run` then submits the missing ones (same ids) and ends as without the crash."""
     reference = reference_run(tmp_path / "r", committee=COMMITTEE_OF_FOUR)
     last_set = [w for w in reference.writes if w.path.endswith("training_set.json")][3]
+    journal = [w for w in reference.writes if w.path == "events.jsonl"]
+    # the batch: the journal's next write; counted among the journal's writes only, since the
+    # tasks it submits write their own files meanwhile, in an order no two runs share
+    batch = next(i for i, w in enumerate(journal, start=1) if w.number > last_set.number)
     seen: dict[str, int] = {}
+    for point in (f"{batch}:during", f"{batch - 1}", f"{batch}"):
 
-    def crash(point: str) -> None:
-        def count(directory: Path) -> None:
+        def count(directory: Path, point: str = point) -> None:
             seen[point] = _members_submitted(directory, 0)
 
         run = crash_and_resume(
-            tmp_path, point, reference.outcome, check=count, committee=COMMITTEE_OF_FOUR
+            tmp_path,
+            point,
+            reference.outcome,
+            check=count,
+            only="events.jsonl",
+            committee=COMMITTEE_OF_FOUR,
         )
         assert run.reached, point
-
-    # the batch is the next journal write; the tasks it submits start writing meanwhile, which
-    # moves its number by one or two from run to run
-    for number in range(last_set.number + 1, last_set.number + 5):
-        crash(f"{number}:during")
-        if 1 <= seen[f"{number}:during"] <= 3:
-            crash(f"{number - 1}")
-            crash(f"{number}")
-            break
-    half = [point for point, members in seen.items() if 1 <= members <= 3]
-    assert half, f"no crash left part of the committee submitted: {seen}"
-    between = {point: n for point, n in seen.items() if not point.endswith(":during")}
-    assert set(between.values()) <= {0, 4}, f"the members' submissions are not one batch: {seen}"
+    assert 1 <= seen[f"{batch}:during"] <= 3, f"the crash left no part of the committee: {seen}"
+    assert seen[f"{batch - 1}"] == 0 and seen[f"{batch}"] == 4, (
+        f"the members' submissions are not one batch: {seen}"
+    )
 
 
 # -- lasp2 init ------------------------------------------------------------------------------

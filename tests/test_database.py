@@ -179,3 +179,38 @@ def test_a_frame_cut_by_a_crash_is_never_read_and_is_cut_before_the_next_append(
     fresh.add([second, third])
     assert fresh.hashes() == [first.info[HASH_KEY], second.info[HASH_KEY], third.info[HASH_KEY]]
     assert database.path.read_bytes().startswith(whole)
+
+
+def test_frames_the_ledger_does_not_list_yet_are_cut_from_the_tail(
+    database: StructureDatabase, structures: list[Atoms]
+) -> None:
+    """A head killed after appending a label and before journaling it: the next head cuts that
+    frame, so that a label another task brings first goes where the ledger lists it."""
+    first, second, third = structures[:3]
+    database.add([first])
+    whole = database.path.read_bytes()
+    database.add([second])  # appended; the head dies before the journal line
+    listed = [first.info[HASH_KEY]]
+    assert StructureDatabase(database.path).cut_unlisted_tail(listed) == [second.info[HASH_KEY]]
+    assert database.path.read_bytes() == whole
+    # the resumed head: another label first, then the cut one again, as the ledger records them
+    database.add([third])
+    database.add([second])
+    assert database.hashes() == [first.info[HASH_KEY], third.info[HASH_KEY], second.info[HASH_KEY]]
+
+
+def test_nothing_is_cut_unless_the_file_begins_with_the_listed_frames(
+    database: StructureDatabase, structures: list[Atoms]
+) -> None:
+    """The same frames, or frames in another order than listed (an edit): left for `verify`,
+    which names what differs, never cut."""
+    first, second, third = structures[:3]
+    database.add([first, second, third])
+    content = database.path.read_bytes()
+    hashes = [a.info[HASH_KEY] for a in (first, second, third)]
+    assert database.cut_unlisted_tail(hashes) == []
+    assert database.cut_unlisted_tail([hashes[1]]) == []
+    assert database.cut_unlisted_tail([*hashes[:2], "0" * 64]) == []
+    assert database.path.read_bytes() == content
+    assert database.cut_unlisted_tail([]) == hashes  # a ledger from before the first label
+    assert database.hashes() == []

@@ -183,6 +183,36 @@ def test_a_lost_task_runs_again_at_once_then_waits_longer_each_time() -> None:
     assert resubmission_time(0, submitted=100.0, now=100.5) == 100.5
 
 
+class ManagerLost(Exception):
+    """Named as Parsl's: what its interchange raises for the tasks of a pool that went away."""
+
+
+@pytest.mark.parametrize(("ran_s", "waits_s"), [(0.5, 3.5), (10.0, 0.0)])
+def test_a_lost_tasks_back_off_counts_from_its_last_submission(
+    tmp_path: Path, ran_s: float, waits_s: float
+) -> None:
+    """The head's side of the back-off: lost for the fourth time ``ran_s`` after it was
+    submitted, a task goes again 4 s after that submission, or at once if it ran longer."""
+    from lasp2_hpc.campaign.ingestion import Ingestion
+    from lasp2_hpc.campaign.opening import open_campaign
+    from lasp2_hpc.database.store import StructureDatabase
+    from lasp2_hpc.ledger.events import TaskLost
+    from lasp2_hpc.ledger.state import CampaignState, TaskRecord
+
+    campaign = open_campaign(write_instant_campaign(tmp_path / "c", tmp_path / "c.count"))
+    ingestion = Ingestion(
+        campaign.layout.root, campaign.settings, StructureDatabase(campaign.layout.database)
+    )
+    state = CampaignState()
+    submitted = time.time() - ran_s
+    task = TaskRecord("md-1", "md", "0" * 16, {}, "tasks/md-1", status="submitted")
+    task.updated, task.infrastructure_failures = submitted, 3
+    state.add_task(task)
+    event = ingestion.error_event(state, task.id, ManagerLost("pool gone"))
+    assert isinstance(event, TaskLost)
+    assert event.retry_after - event.time == pytest.approx(waits_s, abs=0.2)
+
+
 def kill_campaign(**overrides: Any) -> dict[str, Any]:
     """A campaign long enough for tens of kills: two walkers, async, tasks of a fraction of a
     second (instant engines that sleep), on a local pool of two workers."""

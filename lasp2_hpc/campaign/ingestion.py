@@ -2,7 +2,8 @@
 
 The one place results enter the campaign, for the head's loop and for ``lasp2 rerun`` alike: a
 label's structure is added to the database here, before its event (a crash between the two leaves
-a database entry the ledger does not list yet, which the retried label adds again as a no-op);
+a database entry the ledger does not list yet: `settle_database` cuts it when the campaign is
+opened again, and the label, still in flight, adds it again in the ledger's order);
 a segment's trigger is compared with the walker's pending candidates (RMSD) here.
 """
 
@@ -76,6 +77,19 @@ class Ingestion:
         self.settings = settings
         self.database = database
         self._walkers = {walker.name: walker for walker in settings.walkers}
+
+    def settle_database(self, state: CampaignState) -> None:
+        """The database file as the ledger lists it: labels appended by a head killed before it
+        journaled them are cut (their tasks are still in flight and ingest them again)."""
+        cut = self.database.cut_unlisted_tail([entry.hash for entry in state.database])
+        if cut:
+            LOGGER.info(
+                "%s: %d frames a stopped head had not recorded were cut, to be added "
+                "again from their tasks' results: %s",
+                self.database.path,
+                len(cut),
+                ", ".join(h[:12] for h in cut),
+            )
 
     # -- errors ----------------------------------------------------------------------------
 

@@ -90,6 +90,7 @@ class Runner:
                     stop_reason = "the campaign had finished already"
                     return self.ledger.state.finish_reason or "finished"
                 check_energy_convention(self.campaign, self.ledger.state.energy_convention)
+                self.ingestion.settle_database(self.ledger.state)
                 # every label the ledger lists, as it recorded it: an edited frame stops the
                 # head here (exit 8), before any training reads it
                 self.database.verify([(e.hash, e.label_hash) for e in self.ledger.state.database])

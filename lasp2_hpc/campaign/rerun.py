@@ -203,6 +203,7 @@ class Rerun:
         poll_seconds: float,
     ) -> RerunReport:
         self.ledger.load()
+        self.ingestion.settle_database(self.ledger.state)
         # Arrays of an earlier, interrupted `lasp2 rerun`: ingest what they finished first.
         self.collect(report, wait=wait and collect_only, poll_seconds=poll_seconds)
         if collect_only:

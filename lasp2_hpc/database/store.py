@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 
 from lasp2_hpc import crash_points
-from lasp2_hpc.atomic import atomic_write_text
+from lasp2_hpc.atomic import atomic_write_bytes, atomic_write_text
 from lasp2_hpc.hdnnp.input_data import write_input_data
 from lasp2_hpc.jobs.launch import EngineSetupError
 
@@ -99,9 +99,10 @@ def _extxyz_text(frames: Sequence[Atoms]) -> str:
     return buffer.getvalue()
 
 
-def complete_frames_length(data: bytes) -> int:
-    """The length of the longest prefix of extxyz ``data`` made of whole frames (a count line,
-    a comment line, that many atom lines, each ending in a newline)."""
+def frame_ends(data: bytes) -> list[int]:
+    """Where each whole frame of extxyz ``data`` ends (a count line, a comment line, that many
+    atom lines, each ending in a newline), up to the first frame that is not whole."""
+    ends: list[int] = []
     position, end = 0, len(data)
     while position < end:
         line_end = data.find(b"\n", position)
@@ -115,9 +116,16 @@ def complete_frames_length(data: bytes) -> int:
         for _ in range(count + 1):  # the comment line, then the atoms
             frame_end = data.find(b"\n", frame_end + 1)
             if frame_end < 0:
-                return position
+                return ends
         position = frame_end + 1
-    return position
+        ends.append(position)
+    return ends
+
+
+def complete_frames_length(data: bytes) -> int:
+    """The length of the longest prefix of extxyz ``data`` made of whole frames."""
+    ends = frame_ends(data)
+    return ends[-1] if ends else 0
 
 
 class StructureDatabase:
@@ -258,6 +266,27 @@ class StructureDatabase:
         complete = complete_frames_length(data)
         if complete < len(data):
             atomic_write_text(self.path, data[:complete].decode())
+
+    def cut_unlisted_tail(self, listed: Sequence[str]) -> list[str]:
+        """Frames after the ``listed`` ones (the ledger's, in its order) are cut; returns their
+        hashes. A head killed between appending a label and journaling it leaves such a frame;
+        its label is ingested again from the task's result, and in the meantime other labels may
+        come first: without the cut the file would keep an order the ledger does not. Only a
+        tail behind exactly the listed frames is cut: any other difference is left to
+        `verify`, which names it."""
+        data = self._complete_bytes()
+        if not data:
+            return []
+        hashes = self.hashes()
+        count = len(listed)
+        if len(hashes) <= count or hashes[:count] != list(listed):
+            return []
+        cut = hashes[count:]
+        keep = frame_ends(data)[count - 1] if count else 0
+        atomic_write_bytes(self.path, data[:keep])
+        self._hashes = None
+        self._size = self._complete_size = -1
+        return cut
 
     def select(self, items: Sequence[Any]) -> list[Atoms]:
         """Entries in the order given, each a structure hash or ``[hash, label_hash]`` (the
