@@ -3,7 +3,10 @@
 A new label is appended (one write, fsynced), so adding costs the same at the 10th label and at
 the 10,000th. A crash mid-append leaves a cut last frame: readers take the complete frames only,
 and the next append cuts the file back to them first. Adding a structure whose hash is present is
-a no-op, which makes a label collected twice after a crash harmless.
+a no-op, which makes a label collected twice after a crash harmless. A crash between a label's
+append and its journal line leaves a frame the ledger does not list: the next head cuts such
+frames (``cut_unlisted_tail``) before other labels are appended, so the file keeps the ledger's
+order when the label is collected again.
 
 Each frame's label (energy, forces, stress, with the structure they belong to) is hashed when it
 is added: ``lasp2_label_hash`` in the frame, and the same hash in the ledger's entry (its
