@@ -10,13 +10,16 @@ tasks of seconds instead of fractions of a second: run without kills, then with 
 worker pools SIGKILLed under running tasks (``--workers``: single busy workers as well). Each
 layout POOLSxWORKERS runs the same two workers as one pool of two (a killed pool stops both) or
 two pools of one (as on a cluster, a pool per node: the other goes on while one is replaced).
+After the table, how long each killed pool took to be replaced, from the campaigns' logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,6 +48,33 @@ def lost_and_failed(directory: Path) -> tuple[int, int, int]:
     return lost, failed, len(state.labels())
 
 
+def _log_time(line: str) -> float:
+    """The epoch second of a `logs/lasp2.log` line (asctime, local time, milliseconds)."""
+    stamp, milliseconds = line[:23].split(",")
+    return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(milliseconds) / 1000
+
+
+def replacement_seconds(directory: Path) -> list[float]:
+    """For each block the head saw end: seconds until the next worker pool registered with an
+    interchange (`logs/lasp2.log` "block N ended", `parsl/*/htex/interchange.log`)."""
+    ended = [
+        _log_time(line)
+        for line in (directory / "logs" / "lasp2.log").read_text().splitlines()
+        if "lasp2_hpc.site.lost_blocks: block " in line and " ended (" in line
+    ]
+    registered = sorted(
+        float(line.split()[0])
+        for log in directory.glob("parsl/*/*/interchange.log")
+        for line in log.read_text().splitlines()
+        if "Registered manager" in line
+    )
+    return [
+        next(r for r in registered if r > moment) - moment
+        for moment in ended
+        if any(r > moment for r in registered)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=20)
@@ -58,6 +88,7 @@ def main() -> None:
     kinds = [("pools", True)] + ([("workers", False)] if arguments.workers else [])
     print("| mode | pools × workers | run | wall | ratio | tasks lost | task failures | labels |")
     print("|---|---|---|---|---|---|---|---|")
+    replaced: list[tuple[str, list[float]]] = []
     with tempfile.TemporaryDirectory() as scratch:
         for mode, layout in ((m, lay) for m in arguments.modes for lay in arguments.layouts):
             settings = campaign_settings(arguments, mode, layout)
@@ -78,6 +109,15 @@ def main() -> None:
                     f"| {lost} | {failed} | {labels} |",
                     flush=True,
                 )
+                if kills:
+                    replaced.append((f"{mode} {shape}, {label}", replacement_seconds(directory)))
+    print("\nA block seen ended → the next worker pool registered (s):")
+    for run, seconds in replaced:
+        if seconds:
+            print(
+                f"- {run}: median {statistics.median(seconds):.2f}, "
+                f"{min(seconds):.2f}–{max(seconds):.2f}, {len(seconds)} blocks"
+            )
 
 
 if __name__ == "__main__":
