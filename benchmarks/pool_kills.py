@@ -99,7 +99,7 @@ def main() -> None:
             for index, (name, whole_pool, kills) in enumerate(runs):
                 base = Path(scratch) / f"{mode}-{layout}-{index}"
                 directory = write_instant_campaign(base / "c", base / "count", **settings)
-                seconds, done = run_with_kills(directory, kills, whole_pool, seed=index)
+                seconds, done, _ = run_with_kills(directory, kills, whole_pool, seed=index)
                 baseline = baseline or seconds
                 lost, failed, labels = lost_and_failed(directory)
                 label = name if not kills else f"{done} {name} killed"

@@ -323,3 +323,12 @@ def busy_workers(directory: Path) -> dict[int, tuple[int, str]]:
                             busy[worker] = (pool, target.parent.name)
                             break
     return busy
+
+
+def head_reached(directory: Path, head: subprocess.Popen[str], stage: str) -> bool:
+    """The head's stage by run.json: "started" (past its imports, holding the campaign) or
+    "working" (its Parsl session started: resubmissions and the loop)."""
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads((directory / "run.json").read_text())
+        return info.get("pid") == head.pid and (stage == "started" or "interchange_pids" in info)
+    return False

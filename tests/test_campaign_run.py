@@ -26,9 +26,11 @@ from .campaigns import (
     check_finished_campaign,
     lasp2,
     parsl_processes_of,
+    tiny_settings,
     with_thread_site,
     write_tiny_campaign,
 )
+from .crash_checks import head_reached
 
 
 def test_loop_runs_with_parsl_threads(tmp_path: Path) -> None:
@@ -89,7 +91,13 @@ def test_crashing_oracle_is_retried_then_given_up(tmp_path: Path) -> None:
 
 
 def test_second_run_is_refused_while_one_is_active(tmp_path: Path) -> None:
-    directory = write_tiny_campaign(tmp_path / "c")
+    # a first run that cannot end before the second one has started, however slow the machine
+    (walker,) = tiny_settings()["walkers"]
+    directory = write_tiny_campaign(
+        tmp_path / "c",
+        labelling={"max_labels": 1000},
+        walkers=[{**walker, "total_steps": 100000}],
+    )
     first = lasp2("run", str(directory), "-q", start_new_session=True)
     try:
         deadline = time.time() + 60
@@ -145,8 +153,16 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
     while kills < 22:
         runs += 1
         head = lasp2("run", str(directory), "-q", start_new_session=True)
-        # alternately during start-up (imports, ledger, Parsl) and during work
-        moment = rng.uniform(0.3, 4.0) if kills % 2 else rng.uniform(6.0, 15.0)
+        # alternately during start-up (imports, ledger, Parsl) and during work: counted from
+        # its Parsl session's start, however long the start took on a loaded machine
+        if kills % 2:
+            moment = rng.uniform(0.3, 4.0)
+        else:
+            deadline = time.monotonic() + 120
+            while not head_reached(directory, head, "working") and head.poll() is None:
+                assert time.monotonic() < deadline, "the head did not start working in 120 s"
+                time.sleep(0.05)
+            moment = rng.uniform(3.0, 10.0)
         try:
             head.wait(timeout=moment)
         except subprocess.TimeoutExpired:
@@ -181,7 +197,9 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
     resubmitted = Counter(t.kind for t in state.tasks.values() if t.attempts > 1)
     assert sum(resubmitted.values()) >= 3, resubmitted
     print(f"{kills} kills, {runs} runs, resubmitted tasks by kind: {dict(resubmitted)}")
-    time.sleep(1)
+    deadline = time.monotonic() + 15
+    while parsl_processes_of(directory) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert parsl_processes_of(directory) == [], "worker pools outlived their head"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
-import json
 import os
 import random
 import shutil
@@ -42,6 +41,7 @@ from .crash_checks import (
     busy_workers,
     campaign_state,
     check_invariants,
+    head_reached,
     kill_pool,
     run_lasp2,
     start_lasp2,
@@ -210,7 +210,8 @@ def test_a_lost_tasks_back_off_counts_from_its_last_submission(
     state.add_task(task)
     event = ingestion.error_event(state, task.id, ManagerLost("pool gone"))
     assert isinstance(event, TaskLost)
-    assert event.retry_after - event.time == pytest.approx(waits_s, abs=0.2)
+    expected = submitted + 4.0 if waits_s else event.time
+    assert event.retry_after == pytest.approx(expected, abs=1e-6)
 
 
 def kill_campaign(**overrides: Any) -> dict[str, Any]:
@@ -237,15 +238,18 @@ def kill_campaign(**overrides: Any) -> dict[str, Any]:
     return settings
 
 
-def run_with_kills(directory: Path, kills: int, whole_pool: bool, seed: int) -> tuple[float, int]:
+def run_with_kills(
+    directory: Path, kills: int, whole_pool: bool, seed: int
+) -> tuple[float, int, int]:
     """`lasp2 run` to its end, while ``kills`` times a busy worker (``whole_pool``: its pool
     and all its workers) is SIGKILLed under a running task, each time under a task not hit
     before (a task lost again and again waits longer each time: a back-off, not the subject
-    here); the wall time and the kills done."""
+    here); the wall time, the kills done, and how many of them surely hit a task before it
+    stored its result (a task of milliseconds can end between the last look and the kill)."""
     rng = random.Random(seed)
     started = time.monotonic()
     head = start_lasp2("run", str(directory), "-q")
-    done, hit = 0, set()
+    done, certain, hit = 0, 0, set()
     try:
         while done < kills and head.poll() is None:
             fresh = {w: busy for w, busy in busy_workers(directory).items() if busy[1] not in hit}
@@ -263,13 +267,15 @@ def run_with_kills(directory: Path, kills: int, whole_pool: bool, seed: int) -> 
                     os.kill(worker, signal.SIGKILL)
             hit.add(task)
             done += 1
+            time.sleep(0.05)  # the killed worker writes nothing more
+            certain += not (directory / "tasks" / task / "result.json").exists()
         _, error = head.communicate(timeout=600)
     finally:
         if head.poll() is None:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
     assert head.returncode == 0, error
-    return time.monotonic() - started, done
+    return time.monotonic() - started, done, certain
 
 
 @pytest.mark.slow
@@ -280,12 +286,12 @@ def test_killed_pools_and_workers_are_no_task_failures(tmp_path: Path, mode: str
     own; the campaign ends as without kills, and `lasp2 status` shows the losses."""
     settings = kill_campaign(mode=mode)
     baseline_dir = write_instant_campaign(tmp_path / "base", tmp_path / "base.count", **settings)
-    baseline, _ = run_with_kills(baseline_dir, 0, whole_pool=True, seed=0)
+    baseline, _, _ = run_with_kills(baseline_dir, 0, whole_pool=True, seed=0)
     expected = check_invariants(baseline_dir)
     timings = {"no kills": baseline}
     for name, whole_pool in (("pools", True), ("workers", False)):
         directory = write_instant_campaign(tmp_path / name, tmp_path / f"{name}.count", **settings)
-        seconds, done = run_with_kills(directory, KILLS, whole_pool, seed=len(name))
+        seconds, done, certain = run_with_kills(directory, KILLS, whole_pool, seed=len(name))
         timings[f"{KILLS} {name} killed"] = seconds
         assert done == KILLS, f"the campaign ended after {done} {name} killed"
         outcome = check_invariants(directory, expected, same_labels=False)
@@ -294,7 +300,8 @@ def test_killed_pools_and_workers_are_no_task_failures(tmp_path: Path, mode: str
         tasks = campaign_state(directory).tasks.values()
         assert [t.id for t in tasks if t.failures] == [], f"a killed {name[:-1]} was a failure"
         lost = sum(t.infrastructure_failures for t in tasks)
-        assert lost >= KILLS, f"{KILLS} {name} killed under running tasks, {lost} tasks lost"
+        assert certain >= KILLS - 3, f"only {certain} of {KILLS} kills hit a running task"
+        assert lost >= certain, f"{certain} {name} killed under running tasks, {lost} tasks lost"
         status = run_lasp2("status", str(directory), timeout=60)
         assert status.returncode == 0, status.stderr
         assert f"lost by the infrastructure and run again: {lost} times" in status.stdout
@@ -307,15 +314,6 @@ KILLS = 20
 
 
 # -- the head killed at random moments -------------------------------------------------------
-
-
-def head_reached(directory: Path, head: subprocess.Popen[str], stage: str) -> bool:
-    """The head's stage by run.json: "started" (past its imports, holding the campaign) or
-    "working" (its Parsl session started: resubmissions and the loop)."""
-    with contextlib.suppress(OSError, ValueError):
-        info = json.loads((directory / "run.json").read_text())
-        return info.get("pid") == head.pid and (stage == "started" or "interchange_pids" in info)
-    return False
 
 
 def kill_heads(directory: Path, kills: int, rng: random.Random, audit: OracleAudit) -> int:

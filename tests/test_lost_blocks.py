@@ -96,7 +96,7 @@ def test_a_killed_pool_loses_its_task_at_once_and_the_other_pool_goes_on(
     assert _error_name(first, timeout=30) == "ManagerLost"
     seen_after = time.monotonic() - killed_at
     assert seen_after < 10, f"the lost task came back {seen_after:.1f} s after the kill"
-    assert not second.done(), "the other pool's task was lost with the killed pool"
+    # the other pool's task was not lost with the killed pool (ManagerLost would raise here)
     assert second.result(timeout=60) == survivor
     # the executor goes on: a new task runs, in a pool started in place of the killed one
     again = app(0.1, str(tmp_path / "again"))

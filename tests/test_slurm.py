@@ -13,6 +13,7 @@ import yaml
 from lasp2_hpc.ledger.store import read_ledger_file
 
 from .campaigns import check_finished_campaign, lasp2, write_tiny_campaign
+from .crash_checks import busy_workers
 from .slurm_cluster import slurm_site, split_site
 
 pytestmark = pytest.mark.slurm
@@ -41,9 +42,12 @@ def test_campaign_runs_through_slurm_encrypted(slurm, tmp_path: Path) -> None:
     assert len(state.labels()) == 2
     # CurveZMQ: Parsl made the certificates only because the executor is encrypted
     assert list((directory / "parsl").glob("*/slurm/certificates/*.key"))
-    # the block was cancelled when the head finished: nothing of ours left in the queue
+    # the block was cancelled when the head finished: nothing of ours pending or running (a
+    # job being cancelled is listed COMPLETING a while)
     time.sleep(1)
-    queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    queue = subprocess.run(
+        ["squeue", "-h", "-t", "PENDING,RUNNING", "-o", "%i"], capture_output=True, text=True
+    ).stdout
     assert not (seen_jobs & set(queue.split())), queue
 
 
@@ -82,8 +86,8 @@ def test_scancelled_block_is_replaced_and_its_task_retried(slurm, tmp_path: Path
             in_flight = ledger.exists() and any(
                 t.status == "submitted" for t in read_ledger_file(ledger).tasks.values()
             )
-            if running and in_flight:
-                time.sleep(3)  # let the workers pick the training tasks up
+            # a worker of the block holds a training task (its pool may take long to start)
+            if running and in_flight and busy_workers(directory):
                 subprocess.run(["scancel", running[0]], check=True)
                 cancelled, cancelled_at = running[0], datetime.datetime.now()
             time.sleep(0.5)
@@ -245,7 +249,7 @@ def test_failed_labels_are_repaired_by_one_job_array(slurm, tmp_path: Path) -> N
     if _sacct_works():
         expected = sorted(f"{job}_{i}|COMPLETED" for i in range(len(failed)))
         # slurmdbd records array elements asynchronously: one may show up a few seconds late
-        for _ in range(30):
+        for _ in range(120):
             accounting = subprocess.run(
                 ["sacct", "-n", "-P", "-X", "-j", job, "-o", "JobID,State"],
                 capture_output=True,
@@ -315,8 +319,11 @@ def test_daemon_runs_the_example_on_slurm_and_survives_kill_9(slurm, tmp_path: P
     assert not dead.alive and "dead since" in dead.describe()
     assert main(["daemon", "start", str(directory)]) == 0
     # the new head cancels the blocks the killed one left behind
-    time.sleep(10)
-    queued = {job for job, _ in _our_jobs()}
+    cancel_by = time.time() + 60
+    queued = blocks_before
+    while blocks_before & queued and time.time() < cancel_by:
+        time.sleep(1)
+        queued = {job for job, state in _our_jobs() if state in ("PENDING", "RUNNING")}
     assert not (blocks_before & queued), f"blocks of the killed head still queued: {queued}"
     while head_state(directory).alive and time.time() < deadline + 300:
         time.sleep(2)
