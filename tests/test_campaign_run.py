@@ -19,7 +19,7 @@ import yaml
 from lasp2_hpc.campaign.loop import Runner
 from lasp2_hpc.campaign.opening import open_campaign
 from lasp2_hpc.database.store import StructureDatabase
-from lasp2_hpc.ledger.store import read_journal, read_ledger_file
+from lasp2_hpc.ledger.store import LedgerError, read_journal, read_ledger_file
 
 from .campaigns import (
     TINY_HDNNP,
@@ -30,7 +30,6 @@ from .campaigns import (
     with_thread_site,
     write_tiny_campaign,
 )
-from .crash_checks import head_reached
 
 
 def test_loop_runs_with_parsl_threads(tmp_path: Path) -> None:
@@ -117,6 +116,14 @@ def test_second_run_is_refused_while_one_is_active(tmp_path: Path) -> None:
         first.wait()
 
 
+def _tasks_done(directory: Path) -> int:
+    try:
+        state = read_ledger_file(directory / "ledger.json")
+    except (OSError, LedgerError):  # not created yet
+        return 0
+    return sum(1 for task in state.tasks.values() if task.status == "done")
+
+
 @pytest.mark.slow
 def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path) -> None:
     hdnnp = copy.deepcopy(TINY_HDNNP)
@@ -153,16 +160,18 @@ def test_killed_head_resumes_without_losing_or_repeating_a_label(tmp_path: Path)
     while kills < 22:
         runs += 1
         head = lasp2("run", str(directory), "-q", start_new_session=True)
-        # alternately during start-up (imports, ledger, Parsl) and during work: counted from
-        # its Parsl session's start, however long the start took on a loaded machine
+        # alternately during start-up (imports, ledger, Parsl) and during work: once this run
+        # has finished a task of its own, a moment later, while others are in flight (by time
+        # alone, a loaded machine may never finish a member's training between two kills)
         if kills % 2:
             moment = rng.uniform(0.3, 4.0)
         else:
-            deadline = time.monotonic() + 120
-            while not head_reached(directory, head, "working") and head.poll() is None:
-                assert time.monotonic() < deadline, "the head did not start working in 120 s"
-                time.sleep(0.05)
-            moment = rng.uniform(3.0, 10.0)
+            done_before = _tasks_done(directory)
+            deadline = time.monotonic() + 300
+            while _tasks_done(directory) <= done_before and head.poll() is None:
+                assert time.monotonic() < deadline, "the head finished no task in 300 s"
+                time.sleep(0.2)
+            moment = rng.uniform(0.0, 3.0)
         try:
             head.wait(timeout=moment)
         except subprocess.TimeoutExpired:
