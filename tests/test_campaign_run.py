@@ -30,6 +30,7 @@ from .campaigns import (
     with_thread_site,
     write_tiny_campaign,
 )
+from .crash_checks import campaign_state
 
 
 def test_loop_runs_with_parsl_threads(tmp_path: Path) -> None:
@@ -118,7 +119,7 @@ def test_second_run_is_refused_while_one_is_active(tmp_path: Path) -> None:
 
 def _tasks_done(directory: Path) -> int:
     try:
-        state = read_ledger_file(directory / "ledger.json")
+        state = campaign_state(directory)
     except (OSError, LedgerError):  # not created yet
         return 0
     return sum(1 for task in state.tasks.values() if task.status == "done")

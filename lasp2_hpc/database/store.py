@@ -278,14 +278,15 @@ class StructureDatabase:
         tail behind exactly the listed frames is cut: any other difference is left to
         `verify`, which names it."""
         data = self._complete_bytes()
-        if not data:
+        ends = frame_ends(data)
+        count = len(listed)
+        if len(ends) <= count:  # the usual start: no frame past the ledger's, nothing parsed
             return []
         hashes = self.hashes()
-        count = len(listed)
-        if len(hashes) <= count or hashes[:count] != list(listed):
+        if hashes[:count] != list(listed):
             return []
         cut = hashes[count:]
-        keep = frame_ends(data)[count - 1] if count else 0
+        keep = ends[count - 1] if count else 0
         atomic_write_bytes(self.path, data[:keep])
         self._hashes = None
         self._size = self._complete_size = -1
